@@ -11,9 +11,9 @@
  */
 import * as Sdk from "@anthropic-ai/claude-agent-sdk"
 import { type ChildProcess, spawn } from "node:child_process"
-import { Config, Context, Duration, Effect, Layer, Option, Redacted, Scope, Semaphore } from "effect"
+import { Config, Context, Duration, Effect, Exit, Layer, Option, Redacted, Scope, Semaphore } from "effect"
 import type * as AgentMessage from "./AgentMessage.ts"
-import type * as AgentSdkError from "./AgentSdkError.ts"
+import * as AgentSdkError from "./AgentSdkError.ts"
 import type * as AgentToolkit from "./AgentToolkit.ts"
 import { PermissionPolicy } from "./PermissionPolicy.ts"
 import * as QueryHandle from "./QueryHandle.ts"
@@ -91,6 +91,16 @@ const quietEnv: Readonly<Record<string, string>> = {
 const stderrLines = 40
 
 /**
+ * A started Claude Code process waiting for its prompt.
+ *
+ * @category models
+ */
+export interface PrewarmedQuery {
+  /** Claims the process for this prompt; a spare serves one query. */
+  readonly query: (prompt: string | Sdk.SDKUserMessage) => Effect.Effect<QueryHandle.QueryHandle>
+}
+
+/**
  * @category services
  */
 export class AgentSdk extends Context.Service<AgentSdk, {
@@ -104,6 +114,14 @@ export class AgentSdk extends Context.Service<AgentSdk, {
     prompt: string | Sdk.SDKUserMessage,
     options?: QueryOptions<R>
   ) => Effect.Effect<AgentMessage.QueryResult, AgentSdkError.AgentSdkError, R>
+  /**
+   * Starts a Claude Code process now, so that the query claimed from it later
+   * skips the start-up. Options are fixed here; the spare holds a permit and
+   * lives as long as the current scope.
+   */
+  readonly prewarm: <R = never>(
+    options?: QueryOptions<R>
+  ) => Effect.Effect<PrewarmedQuery, AgentSdkError.AgentSdkError, Scope.Scope | R>
   /** How many queries hold a process right now. */
   readonly active: Effect.Effect<number>
 }>()("effect-claude-agent/sdk/AgentSdk") {
@@ -148,7 +166,12 @@ const make = Effect.fnUntraced(function*(settings: Settings) {
     ...(settings.apiKey !== undefined ? { ANTHROPIC_API_KEY: Redacted.value(settings.apiKey) } : {})
   }
 
-  const query = <R = never>(prompt: string | Sdk.SDKUserMessage, options: QueryOptions<R> = {}) =>
+  /**
+   * Everything a query needs before its process starts: a permit, a scope that
+   * the layer can close, the toolkits' servers and the callbacks, bound to the
+   * caller's context.
+   */
+  const prepare = <R>(options: QueryOptions<R>) =>
     Effect.gen(function*() {
       const context = yield* Effect.context<R>()
       const run = Effect.runPromiseWith(context)
@@ -161,7 +184,7 @@ const make = Effect.fnUntraced(function*(settings: Settings) {
         () => Effect.tap(permits.release(1), () => Effect.sync(() => active--))
       )
       const queryScope = yield* Scope.fork(layerScope, "sequential")
-      yield* Scope.addFinalizer(scope, Scope.close(queryScope, Effect.void as never))
+      yield* Scope.addFinalizer(scope, Scope.close(queryScope, Exit.void))
 
       const stderr: Array<string> = []
       const { env, hooks, toolkits, multiTurn, mcpServers, ...sdkOptions } = options
@@ -211,29 +234,75 @@ const make = Effect.fnUntraced(function*(settings: Settings) {
         return child
       }
 
+      return {
+        scope: queryScope,
+        handleOptions: {
+          multiTurn: multiTurn ?? false,
+          killGracePeriod,
+          stderrTail: () => stderr.join("\n")
+        },
+        sdkOptions: (onSpawn: (child: ChildProcess) => void): Sdk.Options => ({
+          ...sdkOptions,
+          ...(settings.executablePath !== undefined ? { pathToClaudeCodeExecutable: settings.executablePath } : {}),
+          env: { ...baseEnv, ...env },
+          canUseTool,
+          hooks: sdkHooks,
+          mcpServers: servers,
+          spawnClaudeCodeProcess: spawnProcess(onSpawn)
+        })
+      }
+    })
+
+  const query = <R = never>(prompt: string | Sdk.SDKUserMessage, options: QueryOptions<R> = {}) =>
+    Effect.gen(function*() {
+      const prepared = yield* prepare(options)
       return yield* QueryHandle.make({
+        ...prepared.handleOptions,
         prompt,
-        multiTurn: multiTurn ?? false,
-        killGracePeriod,
-        stderrTail: () => stderr.join("\n"),
-        start: (input, onSpawn) =>
-          Sdk.query({
-            prompt: input,
-            options: {
-              ...sdkOptions,
-              ...(settings.executablePath !== undefined ? { pathToClaudeCodeExecutable: settings.executablePath } : {}),
-              env: { ...baseEnv, ...env },
-              canUseTool,
-              hooks: sdkHooks,
-              mcpServers: servers,
-              spawnClaudeCodeProcess: spawnProcess(onSpawn)
-            }
+        start: (input, onSpawn) => Sdk.query({ prompt: input, options: prepared.sdkOptions(onSpawn) })
+      }).pipe(Scope.provide(prepared.scope))
+    })
+
+  const prewarm = <R = never>(options: QueryOptions<R> = {}) =>
+    Effect.gen(function*() {
+      const prepared = yield* prepare(options)
+      let child: ChildProcess | undefined
+      const warm = yield* Effect.tryPromise({
+        try: () => Sdk.startup({ options: prepared.sdkOptions((spawned) => child = spawned) }),
+        catch: (cause) =>
+          AgentSdkError.make(
+            new AgentSdkError.ProcessError({
+              description: cause instanceof Error ? cause.message : String(cause),
+              stderr: prepared.handleOptions.stderrTail()
+            })
+          )
+      })
+      // Until it is claimed, the spare is ours to stop.
+      let claimed = false
+      yield* Scope.addFinalizer(
+        prepared.scope,
+        Effect.suspend(() => claimed ? Effect.void : Effect.sync(() => warm.close()))
+      )
+      return {
+        query: (prompt: string | Sdk.SDKUserMessage) =>
+          Effect.suspend(() => {
+            if (claimed) return Effect.die(new Error("A prewarmed query can be claimed only once"))
+            claimed = true
+            return QueryHandle.make({
+              ...prepared.handleOptions,
+              prompt,
+              start: (input, onSpawn) => {
+                if (child !== undefined) onSpawn(child)
+                return warm.query(input)
+              }
+            }).pipe(Scope.provide(prepared.scope))
           })
-      }).pipe(Scope.provide(queryScope))
+      }
     })
 
   return AgentSdk.of({
     query,
+    prewarm,
     run: (prompt, options) =>
       Effect.scoped(Effect.flatMap(query(prompt, options), (handle) => handle.result)),
     active: Effect.sync(() => active)

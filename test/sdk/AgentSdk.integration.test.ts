@@ -211,4 +211,24 @@ describe("AgentSdk with the real CLI", () => {
       Effect.scoped,
       Effect.provide(setup([ScriptedModel.text("First answer"), ScriptedModel.text("Second answer")]))
     ))
+
+  it.live("prewarms a process before the prompt is known", () =>
+    Effect.gen(function*() {
+      const sdk = yield* AgentSdk
+      const model = yield* ScriptedModel.ScriptedModel
+      const pid = yield* Effect.scoped(Effect.gen(function*() {
+        const spare = yield* sdk.prewarm({ includePartialMessages: true })
+        // Started and initialised, and the model has not been asked anything yet.
+        assert.strictEqual(yield* sdk.active, 1)
+        assert.strictEqual((yield* model.modelRequests).length, 0)
+        const handle = yield* spare.query("Warm hello")
+        const result = yield* handle.result
+        assert.strictEqual(result.text, "warm answer")
+        const claimedTwice = yield* Effect.exit(spare.query("again"))
+        assert.isTrue(claimedTwice._tag === "Failure")
+        return Option.getOrThrow(yield* handle.pid)
+      }))
+      assert.isFalse(isAlive(pid))
+      assert.strictEqual(ScriptedModel.lastUserText((yield* model.modelRequests)[0]!), "Warm hello")
+    }).pipe(Effect.provide(setup([ScriptedModel.text("warm answer")]))))
 })

@@ -1,0 +1,64 @@
+/**
+ * `npm run bench [-- --quick]`: runs every benchmark and writes
+ * docs/benchmarks.md with the machine, date, versions and command.
+ */
+import { NodeRuntime } from "@effect/platform-node"
+import * as Fs from "node:fs"
+import * as Os from "node:os"
+import { Console, Effect } from "effect"
+import * as Agent from "./agent.ts"
+import { type Measurement, summary } from "./Measurement.ts"
+
+const quick = process.argv.includes("--quick")
+const output = quick ? "docs/benchmarks-quick.md" : "docs/benchmarks.md"
+
+const version = (name: string): string =>
+  JSON.parse(Fs.readFileSync(`node_modules/${name}/package.json`, "utf8")).version
+
+const format = (value: number) => value >= 100 ? value.toFixed(0) : value.toFixed(1)
+
+const render = (measurements: ReadonlyArray<Measurement>, seconds: number): string => {
+  const byName = new Map(measurements.map((m) => [m.name, m]))
+  const lines = [
+    "# Benchmarks",
+    "",
+    `Written by \`npm run bench${quick ? " -- --quick" : ""}\` (bench/run.ts) on ${new Date().toISOString()}, in ${seconds.toFixed(0)} s.`,
+    "",
+    `- Machine: ${Os.cpus().length} × ${Os.cpus()[0]?.model ?? "unknown CPU"}, ${(Os.totalmem() / 2 ** 30).toFixed(0)} GiB, ${Os.platform()} ${Os.release()}; shared and noisy, so compare ratios within one run.`,
+    `- Node ${process.versions.node}; effect ${version("effect")}; @anthropic-ai/claude-agent-sdk ${version("@anthropic-ai/claude-agent-sdk")}.`,
+    "- The agent path runs the real Claude Code CLI against the scripted model on 127.0.0.1; variants are interleaved.",
+    "",
+    "| group | measurement | n | min | median | max | vs baseline (median) | target |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- |"
+  ]
+  for (const m of measurements) {
+    const s = summary(m.samples)
+    const base = m.baseline === undefined ? undefined : byName.get(m.baseline)
+    const ratio = base === undefined ? undefined : s.median / summary(base.samples).median
+    const verdict = m.target === undefined || ratio === undefined
+      ? ""
+      : `${m.target.text}: ${ratio <= m.target.ratio ? "met" : `missed by ${((ratio / m.target.ratio - 1) * 100).toFixed(1)} %`}`
+    lines.push(
+      `| ${m.group} | ${m.name} | ${s.n} | ${format(s.min)} ${m.unit} | ${format(s.median)} ${m.unit} | ${format(s.max)} ${m.unit} | ${ratio === undefined ? "" : `${ratio.toFixed(3)}× ${m.baseline}`} | ${verdict} |`
+    )
+  }
+  return lines.join("\n") + "\n"
+}
+
+const program = Effect.gen(function*() {
+  const started = performance.now()
+  const measurements: Array<Measurement> = []
+  yield* Console.log(`agent path (${quick ? 3 : 20} iterations)…`)
+  measurements.push(...yield* Agent.run(quick ? 3 : 20))
+  for (const m of measurements) {
+    if (m.samples.length === 0 || m.samples.some((x) => !Number.isFinite(x))) {
+      return yield* Effect.die(new Error(`benchmark "${m.name}" produced no number`))
+    }
+  }
+  const markdown = render(measurements, (performance.now() - started) / 1000)
+  Fs.writeFileSync(output, markdown)
+  yield* Console.log(markdown)
+  yield* Console.log(`written to ${output}`)
+})
+
+NodeRuntime.runMain(program)
