@@ -1,0 +1,231 @@
+/**
+ * The workflow engines behind one switch.
+ *
+ * - `memory`: `WorkflowEngine.layerMemory`, for tests and development.
+ * - `sqlite:<path>`: the embedded default. `effect/cluster`'s
+ *   `ClusterWorkflowEngine` on a `SingleRunner`, with message and runner
+ *   storage in one SQLite file; survives `kill -9`.
+ * - `postgres://…`: the same engine on Postgres, for several runner processes
+ *   sharing one database.
+ *
+ * The cluster's defaults are tuned for services that exchange messages all
+ * day; agents wait on people and want to resume at once. What we change, and
+ * why, is in `agentSharding`.
+ *
+ * @since 0.1.0
+ */
+import * as Fs from "node:fs"
+import * as Os from "node:os"
+import * as Path from "node:path"
+import { PgClient } from "@effect/sql-pg"
+import { Config, Duration, Effect, Layer, Option, Redacted, Schema } from "effect"
+import * as ClusterWorkflowEngine from "effect/cluster/ClusterWorkflowEngine"
+import * as RunnerAddress from "effect/cluster/RunnerAddress"
+import type * as ShardingConfig from "effect/cluster/ShardingConfig"
+import * as SingleRunner from "effect/cluster/SingleRunner"
+import * as Digest from "effect/crypto/Digest"
+import type { SqlClient } from "effect/sql/SqlClient"
+import * as WorkflowEngine from "effect/workflow/WorkflowEngine"
+import * as SqliteClient from "./SqliteClient.ts"
+
+/**
+ * The database URL is not one of the accepted forms.
+ *
+ * @category errors
+ */
+export class InvalidDatabaseUrl extends Schema.TaggedError<InvalidDatabaseUrl>()("InvalidDatabaseUrl", {
+  url: Schema.String
+}) {
+  override get message(): string {
+    return `AGENT_DATABASE_URL "${this.url}" is not valid. Accepted forms: "memory", "sqlite:<path>" ` +
+      `(e.g. sqlite:./data/agent.db), "postgres://user@host:port/database"`
+  }
+}
+
+/**
+ * Another live process already runs an engine on this SQLite file. Two
+ * single runners on one file would both claim every shard and run the same
+ * workflows twice.
+ *
+ * @category errors
+ */
+export class DatabaseLocked extends Schema.TaggedError<DatabaseLocked>()("DatabaseLocked", {
+  filename: Schema.String,
+  lockFile: Schema.String,
+  holder: Schema.String
+}) {
+  override get message(): string {
+    return `The SQLite database ${this.filename} is in use by ${this.holder}. ` +
+      `Stop that process, or point AGENT_DATABASE_URL at another file. ` +
+      `If no such process exists, delete ${this.lockFile}.`
+  }
+}
+
+/**
+ * Where the engine keeps its state.
+ *
+ * @category models
+ */
+export type Database =
+  | { readonly _tag: "Memory" }
+  | { readonly _tag: "Sqlite"; readonly filename: string }
+  | { readonly _tag: "Postgres"; readonly url: Redacted.Redacted<string> }
+
+/**
+ * Reads `memory`, `sqlite:<path>` or `postgres://…`.
+ *
+ * @category parsing
+ */
+export const parseDatabaseUrl = (url: string): Effect.Effect<Database, InvalidDatabaseUrl> => {
+  const trimmed = url.trim()
+  if (trimmed === "memory") return Effect.succeed({ _tag: "Memory" })
+  if (trimmed.startsWith("sqlite:")) {
+    const filename = trimmed.slice("sqlite:".length).replace(/^\/\/(?=\/)/, "")
+    return filename.length === 0 || filename === ":memory:"
+      ? Effect.fail(new InvalidDatabaseUrl({ url }))
+      : Effect.succeed({ _tag: "Sqlite", filename })
+  }
+  if (/^postgres(ql)?:\/\/[^/]+/.test(trimmed)) {
+    return Effect.succeed({ _tag: "Postgres", url: Redacted.make(trimmed) })
+  }
+  return Effect.fail(new InvalidDatabaseUrl({ url }))
+}
+
+/**
+ * Sharding settings for agents, over `effect/cluster`'s defaults:
+ *
+ * - `entityMessagePollInterval` 10 s → 500 ms: a message stored by another
+ *   process (a client-only process completing an approval) is picked up within
+ *   half a second instead of ten.
+ * - a fixed `runnerAddress`: a single runner that restarts under the same
+ *   address re-acquires its shard locks at once; under a new one it would wait
+ *   for the old locks to expire (~35 s).
+ *
+ * @category configuration
+ */
+export const agentSharding: Partial<ShardingConfig.ShardingConfig["Service"]> = {
+  entityMessagePollInterval: Duration.millis(500),
+  runnerAddress: Option.some(RunnerAddress.make("localhost", 34431))
+}
+
+/**
+ * `WorkflowEngine.layerMemory`: nothing survives the process.
+ *
+ * @category layers
+ */
+export const layerMemory: Layer.Layer<WorkflowEngine.WorkflowEngine> = WorkflowEngine.layerMemory
+
+const isAlive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (error) {
+    // EPERM: the process exists but belongs to someone else.
+    return (error as NodeJS.ErrnoException).code === "EPERM"
+  }
+}
+
+/**
+ * Takes `<file>.lock` for the life of the scope. The file holds the owner's
+ * pid; a lock whose owner is dead (after `kill -9`) is taken over.
+ */
+const lockFile = (filename: string): Effect.Effect<void, DatabaseLocked, import("effect").Scope.Scope> => {
+  const lockPath = `${filename}.lock`
+  const owner = `${Os.hostname()}:${process.pid}`
+  const tryCreate = () => {
+    try {
+      Fs.writeFileSync(lockPath, owner, { flag: "wx", mode: 0o600 })
+      return true
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === "EEXIST") return false
+      throw error
+    }
+  }
+  return Effect.acquireRelease(
+    Effect.suspend(() => {
+      for (let attempt = 0; attempt < 2; attempt++) {
+        if (tryCreate()) return Effect.void
+        const holder = Fs.readFileSync(lockPath, "utf8").trim()
+        const [host, pidText] = holder.split(":")
+        const pid = Number(pidText)
+        if (host === Os.hostname() && Number.isInteger(pid) && !isAlive(pid)) {
+          // Stale: its owner died. Removing it and creating anew with `wx`
+          // means only one of two racing starters wins.
+          Fs.rmSync(lockPath, { force: true })
+          continue
+        }
+        return Effect.fail(new DatabaseLocked({ filename, lockFile: lockPath, holder }))
+      }
+      return Effect.fail(new DatabaseLocked({ filename, lockFile: lockPath, holder: "a process that keeps retaking it" }))
+    }),
+    () =>
+      Effect.sync(() => {
+        if (Fs.existsSync(lockPath) && Fs.readFileSync(lockPath, "utf8").trim() === owner) Fs.rmSync(lockPath)
+      })
+  )
+}
+
+const clusterEngine = (sharding: Partial<ShardingConfig.ShardingConfig["Service"]> | undefined) =>
+  ClusterWorkflowEngine.layer.pipe(
+    Layer.provideMerge(SingleRunner.layer({ shardingConfig: { ...agentSharding, ...sharding }, runnerStorage: "sql" })),
+    Layer.provide(Digest.layerWebCrypto)
+  )
+
+/**
+ * The embedded engine: one process, one SQLite file.
+ *
+ * @category layers
+ */
+export const layerSqlite = (options: {
+  readonly filename: string
+  readonly sharding?: Partial<ShardingConfig.ShardingConfig["Service"]>
+}): Layer.Layer<WorkflowEngine.WorkflowEngine | SqlClient | SqliteClient.SqliteClient, unknown> =>
+  clusterEngine(options.sharding).pipe(
+    Layer.provideMerge(
+      Layer.unwrap(Effect.gen(function*() {
+        yield* Effect.sync(() => Fs.mkdirSync(Path.dirname(Path.resolve(options.filename)), { recursive: true }))
+        yield* lockFile(options.filename)
+        return SqliteClient.layer({ filename: options.filename })
+      }))
+    )
+  )
+
+/**
+ * The engine on Postgres. Several processes may run it against one database:
+ * `effect/cluster` spreads the shards among them.
+ *
+ * @category layers
+ */
+export const layerPostgres = (options: {
+  readonly url: Redacted.Redacted<string>
+  readonly sharding?: Partial<ShardingConfig.ShardingConfig["Service"]>
+}): Layer.Layer<WorkflowEngine.WorkflowEngine | SqlClient, unknown> =>
+  clusterEngine(options.sharding).pipe(Layer.provideMerge(PgClient.layer({ url: options.url })))
+
+/**
+ * The engine for a database URL.
+ *
+ * @category layers
+ */
+export const layer = (database: Database): Layer.Layer<WorkflowEngine.WorkflowEngine, unknown> => {
+  switch (database._tag) {
+    case "Memory":
+      return layerMemory
+    case "Sqlite":
+      return layerSqlite({ filename: database.filename })
+    case "Postgres":
+      return layerPostgres({ url: database.url })
+  }
+}
+
+/**
+ * Reads `AGENT_DATABASE_URL`; the default is `sqlite:./data/agent.db`.
+ *
+ * @category layers
+ */
+export const layerConfig: Layer.Layer<WorkflowEngine.WorkflowEngine, unknown> = Layer.unwrap(
+  Effect.gen(function*() {
+    const url = yield* Config.String("AGENT_DATABASE_URL").pipe(Config.withDefault("sqlite:./data/agent.db"))
+    return layer(yield* parseDatabaseUrl(url))
+  })
+)
