@@ -16,8 +16,11 @@ export default class SummaryReporter implements Reporter {
         else if (state === "failed") failed++
         else skipped++
       }
-      // A file that failed to load has no tests, but it is a failure.
-      if (module.state() === "failed" && module.children.size === 0) failed++
+      // A file that failed to load, or whose beforeAll failed, may show no
+      // failed test (its tests are skipped), but it is a failure.
+      if (module.state() === "failed" && ![...module.children.allTests()].some((t) => t.result().state === "failed")) {
+        failed++
+      }
     }
     process.stdout.write(`\ntests: ${passed} passed, ${failed} failed, ${skipped} skipped\n`)
   }

@@ -17,16 +17,16 @@ const runsOf = (key: string) => runs.get(key) ?? 0
 
 class Refused extends Schema.TaggedError<Refused>()("Refused", { reason: Schema.String }) {}
 
-const Greet = Workflow.make("Conformance/Greet", {
+export const Greet = Workflow.make("Conformance/Greet", {
   payload: { name: Schema.String },
   success: Schema.String,
   error: Refused,
   idempotencyKey: ({ name }) => name
 })
 
-const Approval = DurableDeferred.make("approval", { success: Schema.Boolean })
+export const Approval = DurableDeferred.make("approval", { success: Schema.Boolean })
 
-const Gate = Workflow.make("Conformance/Gate", {
+export const Gate = Workflow.make("Conformance/Gate", {
   payload: { id: Schema.String },
   success: Schema.String,
   idempotencyKey: ({ id }) => id
@@ -52,7 +52,7 @@ const Parent = Workflow.make("Conformance/Parent", {
 
 const compensated = new Set<string>()
 
-const workflows = Layer.mergeAll(
+export const workflows = Layer.mergeAll(
   Greet.toLayer(Effect.fnUntraced(function*({ name }, executionId) {
     if (name === "nobody") return yield* new Refused({ reason: "no name" })
     return yield* Activity.make({
@@ -89,7 +89,7 @@ const workflows = Layer.mergeAll(
   }))
 )
 
-const pollUntil = <A>(
+export const pollUntil = <A>(
   effect: Effect.Effect<Option.Option<A>, never, WorkflowEngine>,
   done: (a: A) => boolean
 ) =>
@@ -102,7 +102,7 @@ const pollUntil = <A>(
     return yield* Effect.die(new Error("the run did not reach the expected state within 30 s"))
   })
 
-const unique = (label: string) => `${label}-${Math.random().toString(36).slice(2, 10)}`
+export const unique = (label: string) => `${label}-${Math.random().toString(36).slice(2, 10)}`
 
 /**
  * Runs the suite against the engine a fresh `engine()` layer provides.

@@ -14,7 +14,7 @@ const admin = <A, E>(f: (sql: SqlClient) => Effect.Effect<A, E>) =>
 
 /** Creates a fresh database and returns its URL. */
 export const createDatabase = (label: string): Promise<string> => {
-  const name = `eca_${label}_${process.pid}_${Math.random().toString(36).slice(2, 8)}`
+  const name = `eca_${label.replace(/[^a-z0-9]/gi, "_")}_${process.pid}_${Math.random().toString(36).slice(2, 8)}`
   return Effect.runPromise(
     admin((sql) => sql.unsafe(`CREATE DATABASE ${name}`)).pipe(
       Effect.as(adminUrl.replace(/\/[^/]*$/, `/${name}`)),
