@@ -17,10 +17,13 @@
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
+import { NodeClusterSocket } from "@effect/platform-node"
 import { PgClient } from "@effect/sql-pg"
 import { Config, Duration, Effect, Layer, Option, Redacted, Schema } from "effect"
 import * as ClusterWorkflowEngine from "effect/cluster/ClusterWorkflowEngine"
+import type * as MessageStorage from "effect/cluster/MessageStorage"
 import * as RunnerAddress from "effect/cluster/RunnerAddress"
+import type * as Sharding from "effect/cluster/Sharding"
 import type * as ShardingConfig from "effect/cluster/ShardingConfig"
 import * as SingleRunner from "effect/cluster/SingleRunner"
 import * as Digest from "effect/crypto/Digest"
@@ -201,6 +204,55 @@ export const layerPostgres = (options: {
   readonly sharding?: Partial<ShardingConfig.ShardingConfig["Service"]>
 }): Layer.Layer<WorkflowEngine.WorkflowEngine | SqlClient, unknown> =>
   clusterEngine(options.sharding).pipe(Layer.provideMerge(PgClient.layer({ url: options.url })))
+
+/**
+ * Cluster settings for several runners on one Postgres, over `agentSharding`:
+ *
+ * - `runnerHealthCheckInterval` 1 min → 1 s: a runner takes over the shards of
+ *   a dead one only after a health check has found it dead, so this bounds
+ *   failover.
+ * - `refreshAssignmentsInterval` 3 s → 1 s, for the same reason.
+ *
+ * @category configuration
+ */
+export const agentClusterSharding: Partial<ShardingConfig.ShardingConfig["Service"]> = {
+  entityMessagePollInterval: Duration.millis(500),
+  runnerHealthCheckInterval: Duration.seconds(1),
+  refreshAssignmentsInterval: Duration.seconds(1)
+}
+
+/**
+ * One process of a multi-runner deployment on Postgres. With `runner`, the
+ * process hosts workflows and listens on `runner.port` for the other runners;
+ * without it, it is a client that starts, polls and resumes runs hosted
+ * elsewhere. Every runner needs its own address.
+ *
+ * @category layers
+ */
+export const layerPostgresCluster = (options: {
+  readonly url: Redacted.Redacted<string>
+  readonly runner?: { readonly host: string; readonly port: number } | undefined
+  readonly sharding?: Partial<ShardingConfig.ShardingConfig["Service"]>
+}): Layer.Layer<WorkflowEngine.WorkflowEngine | SqlClient, unknown> => {
+  const shardingConfig = {
+    ...agentClusterSharding,
+    ...(options.runner !== undefined
+      ? {
+        runnerAddress: Option.some(RunnerAddress.make(options.runner.host, options.runner.port)),
+        // Listen where we advertise: "localhost" stays on loopback unless asked otherwise.
+        runnerListenAddress: Option.some(RunnerAddress.make(options.runner.host, options.runner.port))
+      }
+      : {}),
+    ...options.sharding
+  }
+  const transport = options.runner !== undefined
+    ? NodeClusterSocket.layer({ storage: "sql", shardingConfig })
+    : NodeClusterSocket.layer({ storage: "sql", clientOnly: true, shardingConfig })
+  return ClusterWorkflowEngine.layer.pipe(
+    Layer.provideMerge(transport as Layer.Layer<Sharding.Sharding | MessageStorage.MessageStorage, unknown, SqlClient>),
+    Layer.provideMerge(PgClient.layer({ url: options.url }))
+  )
+}
 
 /**
  * The engine for a database URL.
