@@ -9,8 +9,10 @@ export interface Measurement {
   readonly samples: ReadonlyArray<number>
   /** The name of a measurement of the same run to show this one as a ratio of. */
   readonly baseline?: string
-  /** The goal, as a ratio of the baseline's median. */
-  readonly target?: { readonly ratio: number; readonly text: string }
+  /** The goal: a ratio of the baseline's median, or a bound on this median. */
+  readonly target?:
+    | { readonly ratio: number; readonly text: string }
+    | { readonly below: number; readonly text: string }
 }
 
 export const summary = (samples: ReadonlyArray<number>) => {

@@ -4,58 +4,14 @@
  * complete without re-running what had completed.
  */
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
-import { type ChildProcess, spawn } from "node:child_process"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import { Effect } from "effect"
+import { exited, lineFrom, linesOf, start, waitForLog } from "./fixtures/Worker.ts"
 import { createDatabase, dropDatabase } from "./TestDatabase.ts"
 
-const worker = Path.join(import.meta.dirname, "fixtures", "CrashWorker.ts")
 const tempDir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "agent-crash-"))
-
-const start = (args: ReadonlyArray<string>): ChildProcess =>
-  spawn(process.execPath, [worker, ...args], { stdio: ["ignore", "pipe", "pipe"] })
-
-/** Waits for a line of the child's stdout that starts with `prefix`. */
-const lineFrom = (child: ChildProcess, prefix: string) =>
-  Effect.callback<string, Error>((resume) => {
-    let buffer = ""
-    let stderr = ""
-    const timer = setTimeout(() => resume(Effect.fail(new Error(`no "${prefix}" within 60 s; stderr:\n${stderr}`))), 60_000)
-    child.stdout!.on("data", (chunk: Buffer) => {
-      buffer += chunk.toString()
-      const line = buffer.split("\n").find((l) => l.startsWith(prefix))
-      if (line !== undefined) {
-        clearTimeout(timer)
-        resume(Effect.succeed(line.slice(prefix.length).trim()))
-      }
-    })
-    child.stderr!.on("data", (chunk: Buffer) => {
-      stderr += chunk.toString()
-    })
-    child.on("exit", (code) => {
-      clearTimeout(timer)
-      resume(Effect.fail(new Error(`worker exited (${code}) before "${prefix}"; stderr:\n${stderr}`)))
-    })
-  })
-
-const exited = (child: ChildProcess) =>
-  Effect.callback<void>((resume) => {
-    if (child.exitCode !== null || child.signalCode !== null) return resume(Effect.void)
-    child.once("exit", () => resume(Effect.void))
-  })
-
-const linesOf = (log: string) => Fs.existsSync(log) ? Fs.readFileSync(log, "utf8").split("\n").filter(Boolean) : []
-
-const waitForLog = (log: string, line: string) =>
-  Effect.gen(function*() {
-    for (let i = 0; i < 600; i++) {
-      if (linesOf(log).includes(line)) return
-      yield* Effect.sleep("50 millis")
-    }
-    return yield* Effect.die(new Error(`"${line}" never appeared in ${log}`))
-  })
 
 const scenarios = [
   { scenario: "after-activity", killAfter: "first", expected: "first done, second done", secondRuns: 1 },
