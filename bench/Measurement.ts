@@ -13,6 +13,7 @@ export interface Measurement {
   readonly target?:
     | { readonly ratio: number; readonly text: string }
     | { readonly below: number; readonly text: string }
+    | { readonly above: number; readonly text: string }
 }
 
 export const summary = (samples: ReadonlyArray<number>) => {

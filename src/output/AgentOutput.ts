@@ -224,12 +224,16 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
         if (run!.ended_at !== null) return yield* new OutputClosed({ runId })
 
         // Skip what is stored already, before numbering: a retry leaves no gap.
+        // Only the batch's own index range is looked up, so the check costs the
+        // same for the thousandth batch of a step as for the first.
         const existing = new Set<string>()
-        const steps = [...new Set(events.map((e) => e.step))]
+        const indexes = events.map((e) => e.index)
         const rows = yield* sql<{ readonly step: string; readonly attempt: number; readonly idx: number }>`
           SELECT step, attempt, idx FROM agent_output_events
-          WHERE run_id = ${runId} AND step IN ${sql.in(steps)}
-            AND attempt IN ${sql.in([...new Set(events.map((e) => e.attempt))])}`
+          WHERE run_id = ${runId}
+            AND step IN ${sql.in([...new Set(events.map((e) => e.step))])}
+            AND attempt IN ${sql.in([...new Set(events.map((e) => e.attempt))])}
+            AND idx >= ${Math.min(...indexes)} AND idx <= ${Math.max(...indexes)}`
         for (const row of rows) existing.add(`${row.step}\u0000${Number(row.attempt)}\u0000${Number(row.idx)}`)
         const fresh: Array<NewEvent> = []
         for (const event of events) {
