@@ -50,6 +50,15 @@ const Parent = Workflow.make("Conformance/Parent", {
   idempotencyKey: ({ id }) => id
 })
 
+/** Until a test "deploys the fix", Fragile's code has a bug after its activity. */
+let fragileFixed = false
+
+const Fragile = Workflow.make("Conformance/Fragile", {
+  payload: { id: Schema.String },
+  success: Schema.String,
+  idempotencyKey: ({ id }) => id
+}).annotate(Workflow.SuspendOnFailure, true)
+
 const compensated = new Set<string>()
 
 export const workflows = Layer.mergeAll(
@@ -82,6 +91,11 @@ export const workflows = Layer.mergeAll(
     )
     yield* DurableDeferred.await(Approval)
     return "booked"
+  })),
+  Fragile.toLayer(Effect.fnUntraced(function*(_, executionId) {
+    yield* Activity.make({ name: "prepare", execute: countRun(`${executionId}/prepare`) })
+    if (!fragileFixed) return yield* Effect.die(new Error("a bug in the workflow"))
+    return "fixed"
   })),
   Parent.toLayer(Effect.fnUntraced(function*({ id }) {
     const child = yield* Effect.orDie(Greet.execute({ name: `child-of-${id}` }))
@@ -162,6 +176,20 @@ export const conformance = (engineName: string, engine: () => Layer.Layer<Workfl
         assert.isTrue(result._tag === "Complete" && Exit.hasInterrupts(result.exit))
         assert.isTrue(compensated.has(executionId))
         assert.strictEqual(runsOf(`${executionId}/book`), 1)
+      })))
+
+    it.live("suspends a failing run with SuspendOnFailure, and resume finishes it after the fix", () =>
+      provide(Effect.gen(function*() {
+        fragileFixed = false
+        const id = unique("fragile")
+        const executionId = yield* Fragile.execute({ id }, { discard: true })
+        const suspended = yield* pollUntil(Fragile.poll(executionId), (r) => r._tag === "Suspended")
+        assert.isTrue(suspended._tag === "Suspended" && suspended.failed === true)
+        fragileFixed = true
+        yield* Fragile.resume(executionId)
+        const result = yield* pollUntil(Fragile.poll(executionId), (r) => r._tag === "Complete")
+        assert.deepStrictEqual(result._tag === "Complete" ? result.exit : undefined, Exit.succeed("fixed"))
+        assert.strictEqual(runsOf(`${executionId}/prepare`), 1)
       })))
 
     it.live("runs a child workflow", () =>

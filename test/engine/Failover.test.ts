@@ -7,7 +7,7 @@ import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import { Effect } from "effect"
-import { failover, linesOf } from "./fixtures/Worker.ts"
+import { exited, failover, lineFrom, linesOf, start, waitForLog } from "./fixtures/Worker.ts"
 import { createDatabase, dropDatabase } from "./TestDatabase.ts"
 
 let url = ""
@@ -26,5 +26,23 @@ describe("two runners on Postgres", () => {
       const lines = linesOf(log)
       assert.strictEqual(lines.filter((l) => l === `first ${executionId}`).length, 1, lines.join("\n"))
       assert.strictEqual(lines.filter((l) => l === `second ${executionId}`).length, 1, lines.join("\n"))
+    }), 120_000)
+
+  it.live("a client-only process completes an approval of a run hosted by a runner", () =>
+    Effect.gen(function*() {
+      const log = Path.join(Fs.mkdtempSync(Path.join(Os.tmpdir(), "agent-client-")), "client.log")
+      const port = 20000 + Math.floor(Math.random() * 20000)
+      const runner = start([url, log, "deferred", "client-approval", "start", String(port)])
+      const executionId = yield* lineFrom(runner, "STARTED ")
+      yield* waitForLog(log, `first ${executionId}`)
+      const client = start([url, log, "deferred", "client-approval", "approve"])
+      assert.strictEqual(yield* lineFrom(client, "APPROVED "), executionId)
+      yield* exited(client)
+      assert.strictEqual(client.exitCode, 0)
+      // The runner, which hosts the run, continues past the approval.
+      yield* waitForLog(log, `second ${executionId}`)
+      runner.kill("SIGTERM")
+      yield* exited(runner)
+      assert.strictEqual(linesOf(log).filter((l) => l === `first ${executionId}`).length, 1)
     }), 120_000)
 })

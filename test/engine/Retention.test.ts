@@ -7,6 +7,7 @@ import { SqlClient } from "effect/sql/SqlClient"
 import * as DurableDeferred from "effect/workflow/DurableDeferred"
 import * as AgentEngine from "../../src/engine/AgentEngine.ts"
 import * as Retention from "../../src/engine/Retention.ts"
+import { AgentOutput } from "../../src/output/AgentOutput.ts"
 import { Approval, Gate, Greet, pollUntil, unique, workflows } from "./Conformance.ts"
 import { createDatabase, dropDatabase } from "./TestDatabase.ts"
 
@@ -53,6 +54,26 @@ const retentionSuite = (engine: string, layer: () => Layer.Layer<any, unknown>) 
         assert.deepStrictEqual(done._tag === "Complete" ? done.exit : undefined, Exit.succeed("prepared, approved"))
       }).pipe(Effect.provide(workflows.pipe(Layer.provideMerge(layer())))))
 
+    it.live("purges the output of the runs it deletes, in the same pass", () =>
+      Effect.gen(function*() {
+        const output = yield* AgentOutput
+        const names = [unique("old"), unique("new")]
+        const ids: Array<string> = []
+        for (const name of names) {
+          yield* Greet.execute({ name })
+          const id = yield* Greet.executionId({ name })
+          ids.push(id)
+          yield* output.publish(id, [{ step: "s", attempt: 1, index: 0, kind: "result", payload: name }])
+          yield* Effect.sleep("5 millis")
+        }
+        const report = yield* Retention.cleanup({ maxCount: 1 }, { onPurge: output.purge })
+        assert.strictEqual(report.deletedExecutions, 1)
+        assert.strictEqual((yield* output.read(ids[0]!)).length, 0)
+        assert.strictEqual((yield* output.read(ids[1]!)).length, 1)
+      }).pipe(Effect.provide(
+        Layer.mergeAll(workflows, AgentOutput.layer()).pipe(Layer.provideMerge(layer()))
+      )))
+
     it.live("deletes nothing without a limit", () =>
       Effect.gen(function*() {
         yield* Greet.execute({ name: unique("kept") })
@@ -65,7 +86,11 @@ retentionSuite("sqlite", () => AgentEngine.layerSqlite({ filename: Path.join(tem
 
 const urls: Array<string> = []
 beforeAll(async () => {
-  urls.push(await createDatabase("retention-a"), await createDatabase("retention-b"))
+  urls.push(
+    await createDatabase("retention-a"),
+    await createDatabase("retention-b"),
+    await createDatabase("retention-c")
+  )
 })
 afterAll(() => Promise.all(urls.map(dropDatabase)))
 let pgIndex = 0
