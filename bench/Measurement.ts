@@ -12,7 +12,7 @@ export interface Measurement {
   /** The goal: a ratio of the baseline's median, or a bound on this median. */
   readonly target?:
     | { readonly ratio: number; readonly text: string }
-    | { readonly below: number; readonly text: string }
+    | { readonly below: number; readonly text: string; readonly of?: "median" | "max" }
     | { readonly above: number; readonly text: string }
 }
 

@@ -29,6 +29,7 @@ export const run = (trials: number) =>
       name: "failover: SIGKILL of the runner to the run finishing on the other",
       unit: "ms",
       samples,
-      target: { below: 5000, text: "failover < 5 s" }
+      // Every failover counts: a user waits for the worst one.
+      target: { below: 5000, text: "failover < 5 s", of: "max" }
     }] satisfies ReadonlyArray<Measurement>
   })
