@@ -74,13 +74,24 @@ const openNode = async (options: Options): Promise<Driver> => {
     prepare: (sql) => {
       const statement = db.prepare(sql)
       const isReader = statement.columns().length > 0
-      const arrays = db.prepare(sql)
-      arrays.setReturnArrays(true)
+      // A second statement returns rows as arrays; prepared only when `.values` asks.
+      let arrays: ReturnType<typeof db.prepare> | undefined
+      const bind = (params: ReadonlyArray<unknown>) => params.map(bindable) as Array<any>
       return {
         isReader,
-        all: (params) => statement.all(...(params.map(bindable) as Array<any>)) as any,
-        values: (params) => (isReader ? arrays.all(...(params.map(bindable) as Array<any>)) : (arrays.run(...(params.map(bindable) as Array<any>)), [])) as any,
-        run: (params) => void statement.run(...(params.map(bindable) as Array<any>))
+        all: (params) => statement.all(...bind(params)) as any,
+        values: (params) => {
+          if (!isReader) {
+            statement.run(...bind(params))
+            return []
+          }
+          if (arrays === undefined) {
+            arrays = db.prepare(sql)
+            arrays.setReturnArrays(true)
+          }
+          return arrays.all(...bind(params)) as any
+        },
+        run: (params) => void statement.run(...bind(params))
       }
     },
     exec: (sql) => db.exec(sql),

@@ -7,15 +7,7 @@ import { AgentSdk } from "../../src/sdk/AgentSdk.ts"
 import * as AgentToolkit from "../../src/sdk/AgentToolkit.ts"
 import { PermissionPolicy } from "../../src/sdk/PermissionPolicy.ts"
 import * as ScriptedModel from "../../src/testing/ScriptedModel.ts"
-
-const isAlive = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch {
-    return false
-  }
-}
+import { isAlive } from "./ProcessProbe.ts"
 
 const setup = (
   script: ScriptedModel.Script,

@@ -6,15 +6,7 @@ import { Effect, Exit, Fiber, Layer, Option, Scope, Stream } from "effect"
 import { AgentSdk } from "../../src/sdk/AgentSdk.ts"
 import { PermissionPolicy } from "../../src/sdk/PermissionPolicy.ts"
 import * as ScriptedModel from "../../src/testing/ScriptedModel.ts"
-
-const isAlive = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch {
-    return false
-  }
-}
+import { isAlive } from "./ProcessProbe.ts"
 
 const setup = (script: ScriptedModel.Script, maxConcurrentQueries: number) =>
   ScriptedModel.layerAgentSdk({ maxRetries: 0, maxConcurrentQueries }).pipe(
