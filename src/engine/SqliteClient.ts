@@ -67,6 +67,8 @@ const bindable = (value: unknown): unknown =>
     ? value.toISOString()
     : value
 
+const bind = (params: ReadonlyArray<unknown>) => params.map(bindable) as Array<any>
+
 const openNode = async (options: Options): Promise<Driver> => {
   const { DatabaseSync } = await import("node:sqlite")
   const db = new DatabaseSync(options.filename, { readOnly: options.readonly ?? false })
@@ -76,7 +78,6 @@ const openNode = async (options: Options): Promise<Driver> => {
       const isReader = statement.columns().length > 0
       // A second statement returns rows as arrays; prepared only when `.values` asks.
       let arrays: ReturnType<typeof db.prepare> | undefined
-      const bind = (params: ReadonlyArray<unknown>) => params.map(bindable) as Array<any>
       return {
         isReader,
         all: (params) => statement.all(...bind(params)) as any,
@@ -109,9 +110,9 @@ const openBun = async (options: Options): Promise<Driver> => {
       const statement = db.prepare(sql)
       return {
         isReader: statement.columnNames.length > 0,
-        all: (params) => statement.all(...params.map(bindable)),
-        values: (params) => statement.values(...params.map(bindable)),
-        run: (params) => void statement.run(...params.map(bindable))
+        all: (params) => statement.all(...bind(params)),
+        values: (params) => statement.values(...bind(params)),
+        run: (params) => void statement.run(...bind(params))
       }
     },
     exec: (sql) => db.exec(sql),
