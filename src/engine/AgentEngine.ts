@@ -209,8 +209,13 @@ export const layerPostgres = (options: {
  * Cluster settings for several runners on one Postgres, over `agentSharding`:
  *
  * - `runnerHealthCheckInterval` 1 min → 1 s: a runner takes over the shards of
- *   a dead one only after a health check has found it dead, so this bounds
- *   failover.
+ *   a dead one once a health check has found it dead.
+ * - `shardLockExpiration` 35 s → 4 s, `shardLockRefreshInterval` 10 s → 1 s:
+ *   the health check is a cluster singleton, and when the dead runner was the
+ *   one running it, nobody finds it dead; the others see it gone only when
+ *   its heartbeat is older than `shardLockExpiration`. With the defaults that
+ *   made one failover in five take over 30 s. The price: a runner frozen for
+ *   more than 4 s (a long GC pause) loses its shards while it still runs.
  * - `refreshAssignmentsInterval` 3 s → 1 s, for the same reason.
  *
  * @category configuration
@@ -218,6 +223,8 @@ export const layerPostgres = (options: {
 export const agentClusterSharding: Partial<ShardingConfig.ShardingConfig["Service"]> = {
   entityMessagePollInterval: Duration.millis(500),
   runnerHealthCheckInterval: Duration.seconds(1),
+  shardLockExpiration: Duration.seconds(4),
+  shardLockRefreshInterval: Duration.seconds(1),
   refreshAssignmentsInterval: Duration.seconds(1)
 }
 
