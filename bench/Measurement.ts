@@ -18,8 +18,9 @@ export interface Measurement {
 
 export const summary = (samples: ReadonlyArray<number>) => {
   const sorted = samples.toSorted((a, b) => a - b)
-  const median = sorted.length % 2 === 1
-    ? sorted[(sorted.length - 1) / 2]!
-    : (sorted[sorted.length / 2 - 1]! + sorted[sorted.length / 2]!) / 2
+  const median =
+    sorted.length % 2 === 1
+      ? sorted[(sorted.length - 1) / 2]!
+      : (sorted[sorted.length / 2 - 1]! + sorted[sorted.length / 2]!) / 2
   return { min: sorted[0]!, median, max: sorted.at(-1)!, n: sorted.length }
 }

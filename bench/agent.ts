@@ -18,7 +18,7 @@ import type { Measurement } from "./Measurement.ts"
 const answer = () => ScriptedModel.text("The quick brown fox jumps over the lazy dog.", { chunkSize: 4 })
 
 const timed = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
-  Effect.gen(function*() {
+  Effect.gen(function* () {
     const start = performance.now()
     yield* effect
     return performance.now() - start
@@ -34,7 +34,7 @@ const firstToken = (handle: { readonly stream: Stream.Stream<AgentMessage.AgentM
   )
 
 export const run = (iterations: number) =>
-  Effect.gen(function*() {
+  Effect.gen(function* () {
     const model = yield* ScriptedModel.ScriptedModel
     const sdk = yield* AgentSdk
     const home = Fs.mkdtempSync(Path.join(Os.tmpdir(), "bench-agent-"))
@@ -43,22 +43,33 @@ export const run = (iterations: number) =>
 
     const rawQuery = Effect.promise(async () => {
       const q = Sdk.query({ prompt: "bench", options: { env } })
-      for await (const _ of q) { /* drain */ }
+      for await (const _ of q) {
+        /* drain */
+      }
     })
     const oursQuery = sdk.run("bench")
-    const coldTtft = Effect.scoped(Effect.gen(function*() {
-      const start = performance.now()
-      const handle = yield* sdk.query("bench", { includePartialMessages: true })
-      return yield* firstToken(handle, start)
-    }))
-    const warmTtft = Effect.scoped(Effect.gen(function*() {
-      const spare = yield* sdk.prewarm({ includePartialMessages: true })
-      const start = performance.now()
-      const handle = yield* spare.query("bench")
-      return yield* firstToken(handle, start)
-    }))
+    const coldTtft = Effect.scoped(
+      Effect.gen(function* () {
+        const start = performance.now()
+        const handle = yield* sdk.query("bench", { includePartialMessages: true })
+        return yield* firstToken(handle, start)
+      })
+    )
+    const warmTtft = Effect.scoped(
+      Effect.gen(function* () {
+        const spare = yield* sdk.prewarm({ includePartialMessages: true })
+        const start = performance.now()
+        const handle = yield* spare.query("bench")
+        return yield* firstToken(handle, start)
+      })
+    )
 
-    const samples = { raw: [] as Array<number>, ours: [] as Array<number>, cold: [] as Array<number>, warm: [] as Array<number> }
+    const samples = {
+      raw: [] as Array<number>,
+      ours: [] as Array<number>,
+      cold: [] as Array<number>,
+      warm: [] as Array<number>
+    }
     // One warm-up of each, not counted: the first spawn pays for disk caches.
     yield* rawQuery
     yield* oursQuery

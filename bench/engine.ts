@@ -30,13 +30,15 @@ const Parked = Workflow.make("Bench/Parked", {
 })
 
 const workflows = Layer.mergeAll(
-  Steps.toLayer(Effect.fnUntraced(function*({ steps }) {
-    let total = 0
-    for (let i = 0; i < steps; i++) {
-      total += yield* Activity.make({ name: `step-${i}`, success: Schema.Number, execute: Effect.succeed(1) })
-    }
-    return total
-  })),
+  Steps.toLayer(
+    Effect.fnUntraced(function* ({ steps }) {
+      let total = 0
+      for (let i = 0; i < steps; i++) {
+        total += yield* Activity.make({ name: `step-${i}`, success: Schema.Number, execute: Effect.succeed(1) })
+      }
+      return total
+    })
+  ),
   Parked.toLayer(() => DurableDeferred.await(Go))
 )
 
@@ -49,7 +51,7 @@ const percentile = (samples: ReadonlyArray<number>, p: number) => {
 }
 
 const waitSuspended = (executionId: string) =>
-  Effect.gen(function*() {
+  Effect.gen(function* () {
     for (;;) {
       const result = yield* Parked.poll(executionId)
       if (Option.isSome(result) && result.value._tag === "Suspended") return
@@ -63,8 +65,11 @@ interface EngineCase {
   readonly raw: boolean
 }
 
-const measureEngine = (engine: EngineCase, options: { readonly trials: number; readonly steps: number; readonly resumes: number }) =>
-  Effect.gen(function*() {
+const measureEngine = (
+  engine: EngineCase,
+  options: { readonly trials: number; readonly steps: number; readonly resumes: number }
+) =>
+  Effect.gen(function* () {
     const perStep: Array<number> = []
     const perCommit: Array<number> = []
     const sql = engine.raw ? Option.getOrUndefined(yield* Effect.serviceOption(SqlClient)) : undefined
@@ -85,7 +90,9 @@ const measureEngine = (engine: EngineCase, options: { readonly trials: number; r
     // What limits a durable step: count the database's own commits over one run.
     const commitsPerStep: Array<number> = []
     if (sql !== undefined && engine.name === "postgres") {
-      const commits = sql<{ readonly n: string }>`SELECT xact_commit::text AS n FROM pg_stat_database WHERE datname = current_database()`
+      const commits = sql<{
+        readonly n: string
+      }>`SELECT xact_commit::text AS n FROM pg_stat_database WHERE datname = current_database()`
       // pg_stat counters are flushed by the backend at most every ~second.
       const settle = Effect.andThen(Effect.sleep("1200 millis"), commits)
       const before = Number((yield* settle)[0]!.n)
@@ -121,21 +128,40 @@ const measureEngine = (engine: EngineCase, options: { readonly trials: number; r
       unit: "ms",
       samples: perStep,
       ...(perCommit.length > 0
-        ? { baseline: `${engine.name}: one raw commit (INSERT, autocommit)`, target: { ratio: 1.5, text: "≤ 1.5× a raw commit" } }
+        ? {
+            baseline: `${engine.name}: one raw commit (INSERT, autocommit)`,
+            target: { ratio: 1.5, text: "≤ 1.5× a raw commit" }
+          }
         : {})
     })
     if (commitsPerStep.length > 0) {
-      out.push({ group, name: `${engine.name}: transactions committed per durable step (pg_stat_database)`, unit: "tx", samples: commitsPerStep })
+      out.push({
+        group,
+        name: `${engine.name}: transactions committed per durable step (pg_stat_database)`,
+        unit: "tx",
+        samples: commitsPerStep
+      })
     }
-    out.push({ group, name: `${engine.name}: resume after a deferred is completed, all ${resume.length} trials`, unit: "ms", samples: resume })
-    out.push({ group, name: `${engine.name}: resume p50`, unit: "ms", samples: [percentile(resume, 50)], target: { below: 20, text: "p50 < 20 ms" } })
+    out.push({
+      group,
+      name: `${engine.name}: resume after a deferred is completed, all ${resume.length} trials`,
+      unit: "ms",
+      samples: resume
+    })
+    out.push({
+      group,
+      name: `${engine.name}: resume p50`,
+      unit: "ms",
+      samples: [percentile(resume, 50)],
+      target: { below: 20, text: "p50 < 20 ms" }
+    })
     out.push({ group, name: `${engine.name}: resume p99`, unit: "ms", samples: [percentile(resume, 99)] })
     return out
   }).pipe(Effect.provide(workflows.pipe(Layer.provideMerge(engine.layer))))
 
 /** Heap growth per run parked on a deferred, after a full GC. */
 const parkedMemory = (engine: EngineCase, runs: number, afterEviction: boolean) =>
-  Effect.gen(function*() {
+  Effect.gen(function* () {
     const gc = (globalThis as { gc?: () => void }).gc
     if (gc === undefined) return yield* Effect.die(new Error("run the benchmark with --expose-gc"))
     yield* Parked.execute({ id: nextId("warm-park") }, { discard: true })
@@ -144,17 +170,21 @@ const parkedMemory = (engine: EngineCase, runs: number, afterEviction: boolean) 
     const parked = Array.from({ length: runs }, () => nextId("park"))
     yield* Effect.forEach(parked, (id) => Parked.execute({ id }, { discard: true }), { concurrency: 32, discard: true })
     // Let the runs reach their await and the engine settle.
-    yield* Effect.forEach(parked.slice(-32), (id) => Effect.flatMap(Parked.executionId({ id }), waitSuspended), { discard: true })
+    yield* Effect.forEach(parked.slice(-32), (id) => Effect.flatMap(Parked.executionId({ id }), waitSuspended), {
+      discard: true
+    })
     yield* Effect.sleep("500 millis")
     gc()
     const resident = (process.memoryUsage().heapUsed - before) / runs
-    const out: Array<Measurement> = [{
-      group: `Engine: ${engine.name}`,
-      name: `${engine.name}: heap per parked run, just parked (${runs} runs)`,
-      unit: "bytes",
-      samples: [resident],
-      target: { below: 5 * 1024, text: "≤ 5 KB per parked run" }
-    }]
+    const out: Array<Measurement> = [
+      {
+        group: `Engine: ${engine.name}`,
+        name: `${engine.name}: heap per parked run, just parked (${runs} runs)`,
+        unit: "bytes",
+        samples: [resident],
+        target: { below: 5 * 1024, text: "≤ 5 KB per parked run" }
+      }
+    ]
     if (afterEviction && engine.name !== "memory") {
       // Idle workflow entities leave memory after entityMaxIdleTime (1 min); a run parked for days lives only in the database.
       yield* Effect.sleep("70 seconds")
@@ -171,9 +201,12 @@ const parkedMemory = (engine: EngineCase, runs: number, afterEviction: boolean) 
   }).pipe(Effect.provide(workflows.pipe(Layer.provideMerge(engine.layer))))
 
 export const run = (quick: boolean) =>
-  Effect.gen(function*() {
+  Effect.gen(function* () {
     const dir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "bench-engine-"))
-    const pgUrls = [yield* Effect.promise(() => createDatabase("bench")), yield* Effect.promise(() => createDatabase("bench_parked"))]
+    const pgUrls = [
+      yield* Effect.promise(() => createDatabase("bench")),
+      yield* Effect.promise(() => createDatabase("bench_parked"))
+    ]
     const engines = (suffix: string, pgUrl: string): ReadonlyArray<EngineCase> => [
       { name: "memory", layer: AgentEngine.layerMemory, raw: false },
       { name: "sqlite", layer: AgentEngine.layerSqlite({ filename: Path.join(dir, `bench-${suffix}.db`) }), raw: true },
@@ -183,12 +216,12 @@ export const run = (quick: boolean) =>
     const measurements: Array<Measurement> = []
     for (const engine of engines("steps", pgUrls[0]!)) {
       yield* Effect.logInfo(`engine ${engine.name}: steps and resumes`)
-      measurements.push(...yield* measureEngine(engine, options))
+      measurements.push(...(yield* measureEngine(engine, options)))
     }
     const parkedRuns = quick ? 200 : 10_000
     for (const engine of engines("parked", pgUrls[1]!)) {
       yield* Effect.logInfo(`engine ${engine.name}: ${parkedRuns} parked runs`)
-      measurements.push(...yield* parkedMemory(engine, parkedRuns, !quick))
+      measurements.push(...(yield* parkedMemory(engine, parkedRuns, !quick)))
     }
     yield* Effect.promise(() => Promise.all(pgUrls.map(dropDatabase)))
     return measurements

@@ -29,7 +29,7 @@ const percentile = (samples: ReadonlyArray<number>, p: number) => {
 }
 
 const throughput = (label: string, trials: number, batches: number) =>
-  Effect.gen(function*() {
+  Effect.gen(function* () {
     const output = yield* AgentOutput
     const samples: Array<number> = []
     for (let t = 0; t < trials; t++) {
@@ -48,7 +48,7 @@ const throughput = (label: string, trials: number, batches: number) =>
   })
 
 const latencyOneNode = (label: string, trials: number) =>
-  Effect.gen(function*() {
+  Effect.gen(function* () {
     const output = yield* AgentOutput
     const runId = "latency-local"
     const received: Array<number> = []
@@ -66,7 +66,12 @@ const latencyOneNode = (label: string, trials: number) =>
     yield* Fiber.join(subscriber)
     const latencies = sent.map((at, i) => received[i]! - at)
     return [
-      { group: "Output channel", name: `${label}: publish → subscriber, p50`, unit: "ms", samples: [percentile(latencies, 50)] },
+      {
+        group: "Output channel",
+        name: `${label}: publish → subscriber, p50`,
+        unit: "ms",
+        samples: [percentile(latencies, 50)]
+      },
       {
         group: "Output channel",
         name: `${label}: publish → subscriber, p99`,
@@ -78,46 +83,67 @@ const latencyOneNode = (label: string, trials: number) =>
   })
 
 const latencyAcrossProcesses = (url: string, trials: number) =>
-  Effect.gen(function*() {
+  Effect.gen(function* () {
     const output = yield* AgentOutput
     const runId = "latency-remote"
     const latencies: Array<number> = []
     const subscriber = yield* Effect.forkChild(
-      output.subscribe(runId).pipe(
-        Stream.runForEach((event) =>
-          Effect.sync(() => latencies.push(Date.now() - (event.payload as { readonly sentAt: number }).sentAt))
+      output
+        .subscribe(runId)
+        .pipe(
+          Stream.runForEach((event) =>
+            Effect.sync(() => latencies.push(Date.now() - (event.payload as { readonly sentAt: number }).sentAt))
+          )
         )
-      )
     )
     const publisher = spawn(
       process.execPath,
-      [Path.join(import.meta.dirname, "..", "test", "output", "fixtures", "LatencyPublisher.ts"), url, runId, String(trials), "5"],
+      [
+        Path.join(import.meta.dirname, "..", "test", "output", "fixtures", "LatencyPublisher.ts"),
+        url,
+        runId,
+        String(trials),
+        "5"
+      ],
       { stdio: ["ignore", "inherit", "inherit"] }
     )
     yield* Fiber.join(subscriber)
     publisher.kill()
-    if (latencies.length !== trials) return yield* Effect.die(new Error(`received ${latencies.length} of ${trials} events`))
+    if (latencies.length !== trials)
+      return yield* Effect.die(new Error(`received ${latencies.length} of ${trials} events`))
     return [
-      { group: "Output channel", name: "postgres, another process: publish → subscriber, p50 (wall clock, 1 ms resolution)", unit: "ms", samples: [percentile(latencies, 50)] },
-      { group: "Output channel", name: "postgres, another process: publish → subscriber, p99 (wall clock, 1 ms resolution)", unit: "ms", samples: [percentile(latencies, 99)] }
+      {
+        group: "Output channel",
+        name: "postgres, another process: publish → subscriber, p50 (wall clock, 1 ms resolution)",
+        unit: "ms",
+        samples: [percentile(latencies, 50)]
+      },
+      {
+        group: "Output channel",
+        name: "postgres, another process: publish → subscriber, p99 (wall clock, 1 ms resolution)",
+        unit: "ms",
+        samples: [percentile(latencies, 99)]
+      }
     ] satisfies ReadonlyArray<Measurement>
   })
 
 export const run = (quick: boolean) =>
-  Effect.gen(function*() {
+  Effect.gen(function* () {
     const url = yield* Effect.promise(() => createDatabase("bench_output"))
     const dir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "bench-output-"))
     const trials = quick ? 2 : 5
     const batches = quick ? 5 : 50
     const latencyTrials = quick ? 50 : 500
-    const sqlite = AgentOutput.layer().pipe(Layer.provide(SqliteClient.layer({ filename: Path.join(dir, "output.db") })))
+    const sqlite = AgentOutput.layer().pipe(
+      Layer.provide(SqliteClient.layer({ filename: Path.join(dir, "output.db") }))
+    )
     const postgres = AgentOutput.layer().pipe(Layer.provide(PgClient.layer({ url: Redacted.make(url) })))
     const out: Array<Measurement> = []
     out.push(yield* throughput("sqlite", trials, batches).pipe(Effect.provide(sqlite)))
     out.push(yield* throughput("postgres", trials, batches).pipe(Effect.provide(postgres)))
-    out.push(...yield* latencyOneNode("sqlite, one node", latencyTrials).pipe(Effect.provide(sqlite)))
-    out.push(...yield* latencyOneNode("postgres, one node", latencyTrials).pipe(Effect.provide(postgres)))
-    out.push(...yield* latencyAcrossProcesses(url, quick ? 50 : 300).pipe(Effect.provide(postgres)))
+    out.push(...(yield* latencyOneNode("sqlite, one node", latencyTrials).pipe(Effect.provide(sqlite))))
+    out.push(...(yield* latencyOneNode("postgres, one node", latencyTrials).pipe(Effect.provide(postgres))))
+    out.push(...(yield* latencyAcrossProcesses(url, quick ? 50 : 300).pipe(Effect.provide(postgres))))
     yield* Effect.promise(() => dropDatabase(url))
     return out
   })

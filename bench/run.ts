@@ -18,7 +18,7 @@ const output = quick ? "docs/benchmarks-quick.md" : "docs/benchmarks.md"
 const version = (name: string): string =>
   JSON.parse(Fs.readFileSync(`node_modules/${name}/package.json`, "utf8")).version
 
-const format = (value: number) => value >= 100 ? value.toFixed(0) : value >= 1 ? value.toFixed(1) : value.toFixed(3)
+const format = (value: number) => (value >= 100 ? value.toFixed(0) : value >= 1 ? value.toFixed(1) : value.toFixed(3))
 
 const render = (measurements: ReadonlyArray<Measurement>, seconds: number): string => {
   const byName = new Map(measurements.map((m) => [m.name, m]))
@@ -45,21 +45,22 @@ const render = (measurements: ReadonlyArray<Measurement>, seconds: number): stri
     const s = summary(m.samples)
     const base = m.baseline === undefined ? undefined : byName.get(m.baseline)
     const ratio = base === undefined ? undefined : s.median / summary(base.samples).median
-    const verdict = m.target === undefined
-      ? ""
-      : "below" in m.target
-      ? (() => {
-        const judged = m.target.of === "max" ? s.max : s.median
-        const which = m.target.of === "max" ? " (every run)" : ""
-        return `${m.target.text}${which}: ${
-          judged < m.target.below ? "met" : `missed by ${((judged / m.target.below - 1) * 100).toFixed(1)} %`
-        }`
-      })()
-      : "above" in m.target
-      ? `${m.target.text}: ${s.median >= m.target.above ? "met" : `missed by ${((1 - s.median / m.target.above) * 100).toFixed(1)} %`}`
-      : ratio === undefined
-      ? ""
-      : `${m.target.text}: ${ratio <= m.target.ratio ? "met" : `missed by ${((ratio / m.target.ratio - 1) * 100).toFixed(1)} %`}`
+    const verdict =
+      m.target === undefined
+        ? ""
+        : "below" in m.target
+          ? (() => {
+              const judged = m.target.of === "max" ? s.max : s.median
+              const which = m.target.of === "max" ? " (every run)" : ""
+              return `${m.target.text}${which}: ${
+                judged < m.target.below ? "met" : `missed by ${((judged / m.target.below - 1) * 100).toFixed(1)} %`
+              }`
+            })()
+          : "above" in m.target
+            ? `${m.target.text}: ${s.median >= m.target.above ? "met" : `missed by ${((1 - s.median / m.target.above) * 100).toFixed(1)} %`}`
+            : ratio === undefined
+              ? ""
+              : `${m.target.text}: ${ratio <= m.target.ratio ? "met" : `missed by ${((ratio / m.target.ratio - 1) * 100).toFixed(1)} %`}`
     lines.push(
       `| ${m.group} | ${m.name} | ${s.n} | ${format(s.min)} ${m.unit} | ${format(s.median)} ${m.unit} | ${format(s.max)} ${m.unit} | ${ratio === undefined ? "" : `${ratio.toFixed(3)}× ${m.baseline}`} | ${verdict} |`
     )
@@ -67,17 +68,17 @@ const render = (measurements: ReadonlyArray<Measurement>, seconds: number): stri
   return lines.join("\n") + "\n"
 }
 
-const program = Effect.gen(function*() {
+const program = Effect.gen(function* () {
   const started = performance.now()
   const measurements: Array<Measurement> = []
   yield* Console.log(`agent path (${quick ? 3 : 20} iterations)…`)
-  measurements.push(...yield* Agent.run(quick ? 3 : 20))
+  measurements.push(...(yield* Agent.run(quick ? 3 : 20)))
   yield* Console.log("engines…")
-  measurements.push(...yield* Engine.run(quick))
+  measurements.push(...(yield* Engine.run(quick)))
   yield* Console.log("output channel…")
-  measurements.push(...yield* Output.run(quick))
+  measurements.push(...(yield* Output.run(quick)))
   yield* Console.log("failover…")
-  measurements.push(...yield* Failover.run(quick ? 1 : 5))
+  measurements.push(...(yield* Failover.run(quick ? 1 : 5)))
   for (const m of measurements) {
     if (m.samples.length === 0 || m.samples.some((x) => !Number.isFinite(x))) {
       return yield* Effect.die(new Error(`benchmark "${m.name}" produced no number`))

@@ -16,7 +16,9 @@ import * as Retention from "../engine/Retention.ts"
 import * as SqliteClient from "../engine/SqliteClient.ts"
 
 const databaseUrlFlag = Flag.String("database-url").pipe(
-  Flag.withDescription("The engine's database: sqlite:<path> or postgres://… (default: AGENT_DATABASE_URL, then sqlite:./data/agent.db)"),
+  Flag.withDescription(
+    "The engine's database: sqlite:<path> or postgres://… (default: AGENT_DATABASE_URL, then sqlite:./data/agent.db)"
+  ),
   Flag.withFallbackConfig(Config.String("AGENT_DATABASE_URL")),
   Flag.withDefault("sqlite:./data/agent.db")
 )
@@ -32,24 +34,28 @@ const maxAgeFlag = Flag.String("max-age").pipe(
 
 const maxCountFlag = Flag.Int("max-count").pipe(
   Flag.withDescription("Keep at most this many finished runs, the most recent"),
-  Flag.filter((n) => n >= 0, () => "max-count must be 0 or more"),
+  Flag.filter(
+    (n) => n >= 0,
+    () => "max-count must be 0 or more"
+  ),
   Flag.optional
 )
 
 const cleanup = Command.make(
   "cleanup",
   { databaseUrl: databaseUrlFlag, maxAge: maxAgeFlag, maxCount: maxCountFlag },
-  Effect.fn(function*({ databaseUrl, maxAge, maxCount }) {
+  Effect.fn(function* ({ databaseUrl, maxAge, maxCount }) {
     if (Option.isNone(maxAge) && Option.isNone(maxCount)) {
       return yield* Effect.fail(new Error("cleanup needs --max-age, --max-count or both"))
     }
     const database = yield* AgentEngine.parseDatabaseUrl(databaseUrl)
     // Only the SQL client: the cleanup must not start a runner that would take the shards.
-    const client = database._tag === "Sqlite"
-      ? SqliteClient.layer({ filename: database.filename })
-      : database._tag === "Postgres"
-      ? PgClient.layer({ url: database.url })
-      : undefined
+    const client =
+      database._tag === "Sqlite"
+        ? SqliteClient.layer({ filename: database.filename })
+        : database._tag === "Postgres"
+          ? PgClient.layer({ url: database.url })
+          : undefined
     if (client === undefined) return yield* Effect.fail(new Error("the memory engine keeps nothing to clean up"))
     const report = yield* Retention.cleanup({
       maxAge: Option.getOrUndefined(maxAge),

@@ -40,8 +40,10 @@ export class InvalidDatabaseUrl extends Schema.TaggedError<InvalidDatabaseUrl>()
   url: Schema.String
 }) {
   override get message(): string {
-    return `AGENT_DATABASE_URL "${this.url}" is not valid. Accepted forms: "memory", "sqlite:<path>" ` +
+    return (
+      `AGENT_DATABASE_URL "${this.url}" is not valid. Accepted forms: "memory", "sqlite:<path>" ` +
       `(e.g. sqlite:./data/agent.db), "postgres://user@host:port/database"`
+    )
   }
 }
 
@@ -58,9 +60,11 @@ export class DatabaseLocked extends Schema.TaggedError<DatabaseLocked>()("Databa
   holder: Schema.String
 }) {
   override get message(): string {
-    return `The SQLite database ${this.filename} is in use by ${this.holder}. ` +
+    return (
+      `The SQLite database ${this.filename} is in use by ${this.holder}. ` +
       `Stop that process, or point AGENT_DATABASE_URL at another file. ` +
       `If no such process exists, delete ${this.lockFile}.`
+    )
   }
 }
 
@@ -159,7 +163,9 @@ const lockFile = (filename: string): Effect.Effect<void, DatabaseLocked, import(
         }
         return Effect.fail(new DatabaseLocked({ filename, lockFile: lockPath, holder }))
       }
-      return Effect.fail(new DatabaseLocked({ filename, lockFile: lockPath, holder: "a process that keeps retaking it" }))
+      return Effect.fail(
+        new DatabaseLocked({ filename, lockFile: lockPath, holder: "a process that keeps retaking it" })
+      )
     }),
     () =>
       Effect.sync(() => {
@@ -185,11 +191,13 @@ export const layerSqlite = (options: {
 }): Layer.Layer<WorkflowEngine.WorkflowEngine | SqlClient | SqliteClient.SqliteClient, unknown> =>
   clusterEngine(options.sharding).pipe(
     Layer.provideMerge(
-      Layer.unwrap(Effect.gen(function*() {
-        yield* Effect.sync(() => Fs.mkdirSync(Path.dirname(Path.resolve(options.filename)), { recursive: true }))
-        yield* lockFile(options.filename)
-        return SqliteClient.layer({ filename: options.filename })
-      }))
+      Layer.unwrap(
+        Effect.gen(function* () {
+          yield* Effect.sync(() => Fs.mkdirSync(Path.dirname(Path.resolve(options.filename)), { recursive: true }))
+          yield* lockFile(options.filename)
+          return SqliteClient.layer({ filename: options.filename })
+        })
+      )
     )
   )
 
@@ -245,16 +253,17 @@ export const layerPostgresCluster = (options: {
     ...agentClusterSharding,
     ...(options.runner !== undefined
       ? {
-        runnerAddress: Option.some(RunnerAddress.make(options.runner.host, options.runner.port)),
-        // Listen where we advertise: "localhost" stays on loopback unless asked otherwise.
-        runnerListenAddress: Option.some(RunnerAddress.make(options.runner.host, options.runner.port))
-      }
+          runnerAddress: Option.some(RunnerAddress.make(options.runner.host, options.runner.port)),
+          // Listen where we advertise: "localhost" stays on loopback unless asked otherwise.
+          runnerListenAddress: Option.some(RunnerAddress.make(options.runner.host, options.runner.port))
+        }
       : {}),
     ...options.sharding
   }
-  const transport = options.runner !== undefined
-    ? NodeClusterSocket.layer({ storage: "sql", shardingConfig })
-    : NodeClusterSocket.layer({ storage: "sql", clientOnly: true, shardingConfig })
+  const transport =
+    options.runner !== undefined
+      ? NodeClusterSocket.layer({ storage: "sql", shardingConfig })
+      : NodeClusterSocket.layer({ storage: "sql", clientOnly: true, shardingConfig })
   return ClusterWorkflowEngine.layer.pipe(
     Layer.provideMerge(transport as Layer.Layer<Sharding.Sharding | MessageStorage.MessageStorage, unknown, SqlClient>),
     Layer.provideMerge(PgClient.layer({ url: options.url }))
@@ -283,7 +292,7 @@ export const layer = (database: Database): Layer.Layer<WorkflowEngine.WorkflowEn
  * @category layers
  */
 export const layerConfig: Layer.Layer<WorkflowEngine.WorkflowEngine, unknown> = Layer.unwrap(
-  Effect.gen(function*() {
+  Effect.gen(function* () {
     const url = yield* Config.String("AGENT_DATABASE_URL").pipe(Config.withDefault("sqlite:./data/agent.db"))
     return layer(yield* parseDatabaseUrl(url))
   })

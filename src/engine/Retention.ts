@@ -52,12 +52,11 @@ export const cleanup = (
   policy: Policy,
   options: { readonly now?: number; readonly onPurge?: OnPurge } = {}
 ): Effect.Effect<Report, SqlError, SqlClient> =>
-  Effect.gen(function*() {
+  Effect.gen(function* () {
     if (policy.maxAge === undefined && policy.maxCount === undefined) return { deletedExecutions: 0 }
     const sql = yield* SqlClient
-    const cutoff = policy.maxAge === undefined
-      ? undefined
-      : (options.now ?? Date.now()) - Duration.toMillis(policy.maxAge)
+    const cutoff =
+      policy.maxAge === undefined ? undefined : (options.now ?? Date.now()) - Duration.toMillis(policy.maxAge)
     // Snowflakes carry their creation time: (id >> 22) ms after Snowflake's epoch.
     const finishedAt = sql.literal(`((m.last_reply_id >> 22) + ${Snowflake.constEpochMillis})`)
     const isComplete = sql.onDialectOrElse({
@@ -74,20 +73,25 @@ export const cleanup = (
       ORDER BY finished_at DESC
     `
     const rows = yield* finished
-    const doomed = rows.filter((row, index) =>
-      (cutoff !== undefined && Number(row.finished_at) < cutoff) ||
-      (policy.maxCount !== undefined && index >= policy.maxCount)
-    ).map((row) => row.entity_id)
+    const doomed = rows
+      .filter(
+        (row, index) =>
+          (cutoff !== undefined && Number(row.finished_at) < cutoff) ||
+          (policy.maxCount !== undefined && index >= policy.maxCount)
+      )
+      .map((row) => row.entity_id)
 
     for (let i = 0; i < doomed.length; i += batchSize) {
       const batch = doomed.slice(i, i + batchSize)
-      yield* sql.withTransaction(Effect.gen(function*() {
-        if (options.onPurge !== undefined) yield* options.onPurge(batch)
-        yield* sql`DELETE FROM cluster_replies WHERE request_id IN (
+      yield* sql.withTransaction(
+        Effect.gen(function* () {
+          if (options.onPurge !== undefined) yield* options.onPurge(batch)
+          yield* sql`DELETE FROM cluster_replies WHERE request_id IN (
           SELECT id FROM cluster_messages WHERE entity_id IN ${sql.in(batch)}
         )`
-        yield* sql`DELETE FROM cluster_messages WHERE entity_id IN ${sql.in(batch)}`
-      }))
+          yield* sql`DELETE FROM cluster_messages WHERE entity_id IN ${sql.in(batch)}`
+        })
+      )
     }
     if (doomed.length > 0) yield* Effect.logInfo("retention: deleted finished executions", { count: doomed.length })
     return { deletedExecutions: doomed.length }

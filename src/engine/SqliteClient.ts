@@ -62,10 +62,12 @@ const bindable = (value: unknown): unknown =>
   value === undefined
     ? null
     : typeof value === "boolean"
-    ? (value ? 1 : 0)
-    : value instanceof Date
-    ? value.toISOString()
-    : value
+      ? value
+        ? 1
+        : 0
+      : value instanceof Date
+        ? value.toISOString()
+        : value
 
 const bind = (params: ReadonlyArray<unknown>) => params.map(bindable) as Array<any>
 
@@ -129,9 +131,12 @@ const openBun = async (options: Options): Promise<Driver> => {
  *
  * @category services
  */
-export class SqliteClient extends Context.Service<SqliteClient, SqlClient.SqlClient & {
-  readonly filename: string
-}>()("effect-claude-agent/engine/SqliteClient") {}
+export class SqliteClient extends Context.Service<
+  SqliteClient,
+  SqlClient.SqlClient & {
+    readonly filename: string
+  }
+>()("effect-claude-agent/engine/SqliteClient") {}
 
 /**
  * node:sqlite reports the SQLite result code as `errcode` under the generic
@@ -139,7 +144,9 @@ export class SqliteClient extends Context.Service<SqliteClient, SqlClient.SqlCli
  */
 const normalize = (cause: unknown): unknown =>
   Predicate.hasProperty(cause, "errcode") && typeof cause.errcode === "number"
-    ? Object.assign(new Error(cause instanceof Error ? cause.message : String(cause), { cause }), { errno: cause.errcode })
+    ? Object.assign(new Error(cause instanceof Error ? cause.message : String(cause), { cause }), {
+        errno: cause.errcode
+      })
     : cause
 
 const fail = (operation: string, message: string) => (cause: unknown) =>
@@ -148,7 +155,7 @@ const fail = (operation: string, message: string) => (cause: unknown) =>
 const withRows = <A>(
   rows: Effect.Effect<ReadonlyArray<A>, SqlError>,
   transform: ((rows: ReadonlyArray<any>) => ReadonlyArray<any>) | undefined
-) => transform === undefined ? rows : Effect.map(rows, transform)
+) => (transform === undefined ? rows : Effect.map(rows, transform))
 
 /**
  * Opens the database for the life of the current scope.
@@ -158,7 +165,7 @@ const withRows = <A>(
 export const make = (
   options: Options
 ): Effect.Effect<SqliteClient["Service"], SqlError, Scope.Scope | Reactivity.Reactivity> =>
-  Effect.gen(function*() {
+  Effect.gen(function* () {
     const compiler = Statement.makeCompilerSqlite(options.transformQueryNames)
     const transformRows = options.transformResultNames
       ? Statement.defaultTransforms(options.transformResultNames).array
@@ -172,8 +179,7 @@ export const make = (
       (db) => Effect.sync(() => db.close())
     )
 
-    const pragma = (sql: string) =>
-      Effect.try({ try: () => driver.exec(sql), catch: fail("pragma", `Failed: ${sql}`) })
+    const pragma = (sql: string) => Effect.try({ try: () => driver.exec(sql), catch: fail("pragma", `Failed: ${sql}`) })
     yield* pragma(`PRAGMA busy_timeout = ${options.busyTimeoutMs ?? 5000}`)
     if (options.filename !== ":memory:" && !options.readonly) {
       yield* pragma(`PRAGMA journal_mode = ${options.journalMode ?? "wal"}`)
@@ -217,8 +223,7 @@ export const make = (
     const connection: SqlConnection.Connection = {
       execute: (sql, params, transform) => withRows(run(sql, params, true), transform),
       executeRaw: (sql, params) => run(sql, params, true),
-      executeStream: (sql, params, transform) =>
-        Stream.fromIterableEffect(withRows(run(sql, params, true), transform)),
+      executeStream: (sql, params, transform) => Stream.fromIterableEffect(withRows(run(sql, params, true), transform)),
       executeValues: (sql, params) => values(sql, params, true),
       executeValuesUnprepared: (sql, params) => values(sql, params, false),
       executeUnprepared: (sql, params, transform) => withRows(run(sql, params, false), transform)
@@ -235,7 +240,10 @@ export const make = (
     const client = yield* SqlClient.make({
       acquirer,
       compiler,
-      spanAttributes: [["db.system.name", "sqlite"], ["db.namespace", options.filename]],
+      spanAttributes: [
+        ["db.system.name", "sqlite"],
+        ["db.namespace", options.filename]
+      ],
       transformRows,
       driver: "sqlite"
     } as SqlClient.SqlClient.MakeOptions)
@@ -260,7 +268,6 @@ export const layer = (options: Options): Layer.Layer<SqliteClient | SqlClient.Sq
  *
  * @category layers
  */
-export const layerConfig: Layer.Layer<SqliteClient | SqlClient.SqlClient, SqlError | Config.ConfigError> = Layer
-  .unwrap(
-    Effect.map(Config.String("AGENT_SQLITE_FILENAME"), (filename) => layer({ filename }))
-  )
+export const layerConfig: Layer.Layer<SqliteClient | SqlClient.SqlClient, SqlError | Config.ConfigError> = Layer.unwrap(
+  Effect.map(Config.String("AGENT_SQLITE_FILENAME"), (filename) => layer({ filename }))
+)

@@ -66,40 +66,44 @@ export interface Options {
 /**
  * @category services
  */
-export class AgentOutput extends Context.Service<AgentOutput, {
-  /**
-   * Appends events to a run's log and returns those it stored (an event whose
-   * `(step, attempt, index)` is already stored is skipped).
-   */
-  readonly publish: (
-    runId: string,
-    events: ReadonlyArray<NewEvent>
-  ) => Effect.Effect<ReadonlyArray<OutputEvent>, OutputClosed | SqlError>
-  /** Marks the run's output as ended: subscribers finish after its last event. */
-  readonly end: (runId: string) => Effect.Effect<void, SqlError>
-  /** Stored events from offset `from` (default 1), at most `limit` (default 1000). */
-  readonly read: (
-    runId: string,
-    options?: { readonly from?: number; readonly limit?: number }
-  ) => Effect.Effect<ReadonlyArray<OutputEvent>, SqlError>
-  /** Replays from `from` (default 1), then follows live; ends when the run's output has ended. */
-  readonly subscribe: (runId: string, options?: { readonly from?: number }) => Stream.Stream<OutputEvent, SqlError>
-  /** The offset of the run's last event and whether its output has ended; `None` for an unknown run. */
-  readonly status: (
-    runId: string
-  ) => Effect.Effect<Option.Option<{ readonly lastSequence: number; readonly ended: boolean }>, SqlError>
-  /** A payload moved to the blob table. */
-  readonly readBlob: (id: string) => Effect.Effect<unknown, UnknownBlob | SqlError>
-  /** Deletes the output of these runs (for `Retention.cleanup`'s `onPurge`). */
-  readonly purge: (runIds: ReadonlyArray<string>) => Effect.Effect<void, SqlError>
-}>()("effect-claude-agent/output/AgentOutput") {
+export class AgentOutput extends Context.Service<
+  AgentOutput,
+  {
+    /**
+     * Appends events to a run's log and returns those it stored (an event whose
+     * `(step, attempt, index)` is already stored is skipped).
+     */
+    readonly publish: (
+      runId: string,
+      events: ReadonlyArray<NewEvent>
+    ) => Effect.Effect<ReadonlyArray<OutputEvent>, OutputClosed | SqlError>
+    /** Marks the run's output as ended: subscribers finish after its last event. */
+    readonly end: (runId: string) => Effect.Effect<void, SqlError>
+    /** Stored events from offset `from` (default 1), at most `limit` (default 1000). */
+    readonly read: (
+      runId: string,
+      options?: { readonly from?: number; readonly limit?: number }
+    ) => Effect.Effect<ReadonlyArray<OutputEvent>, SqlError>
+    /** Replays from `from` (default 1), then follows live; ends when the run's output has ended. */
+    readonly subscribe: (runId: string, options?: { readonly from?: number }) => Stream.Stream<OutputEvent, SqlError>
+    /** The offset of the run's last event and whether its output has ended; `None` for an unknown run. */
+    readonly status: (
+      runId: string
+    ) => Effect.Effect<Option.Option<{ readonly lastSequence: number; readonly ended: boolean }>, SqlError>
+    /** A payload moved to the blob table. */
+    readonly readBlob: (id: string) => Effect.Effect<unknown, UnknownBlob | SqlError>
+    /** Deletes the output of these runs (for `Retention.cleanup`'s `onPurge`). */
+    readonly purge: (runIds: ReadonlyArray<string>) => Effect.Effect<void, SqlError>
+  }
+>()("effect-claude-agent/output/AgentOutput") {
   /**
    * The log in the engine's database (SQLite or Postgres).
    *
    * @category layers
    */
-  static readonly layer = (options: Options = {}): Layer.Layer<AgentOutput, SqlError | Migrator.MigrationError, SqlClient> =>
-    Layer.effect(AgentOutput)(make(options))
+  static readonly layer = (
+    options: Options = {}
+  ): Layer.Layer<AgentOutput, SqlError | Migrator.MigrationError, SqlClient> => Layer.effect(AgentOutput)(make(options))
 
   /**
    * The log in an in-memory SQLite database, for the memory engine and tests.
@@ -114,7 +118,7 @@ const channel = "agent_output"
 
 const migrations = (sql: SqlClient) =>
   Migrator.fromRecord({
-    "1_output_log": Effect.gen(function*() {
+    "1_output_log": Effect.gen(function* () {
       yield* sql`CREATE TABLE IF NOT EXISTS agent_output_runs (
         run_id TEXT PRIMARY KEY,
         last_sequence BIGINT NOT NULL DEFAULT 0,
@@ -170,7 +174,7 @@ const insertChunk = 1000
 /**
  * @category constructors
  */
-export const make = Effect.fnUntraced(function*(options: Options = {}) {
+export const make = Effect.fnUntraced(function* (options: Options = {}) {
   const sql = yield* SqlClient
   yield* Migrator.make({})({ loader: migrations(sql), table: "agent_output_migrations" })
 
@@ -196,13 +200,15 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     const notifications = yield* pg.listen(channel)
     yield* Stream.fromQueue(notifications).pipe(
       Stream.runForEach((notification) => Effect.sync(() => signal(notification.payload))),
-      Effect.catchCause((cause) => Effect.logWarning("AgentOutput: LISTEN ended; subscribers fall back to polling", cause)),
+      Effect.catchCause((cause) =>
+        Effect.logWarning("AgentOutput: LISTEN ended; subscribers fall back to polling", cause)
+      ),
       Effect.forkScoped
     )
   }
 
   const storePayload = (runId: string, event: NewEvent) =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const json = JSON.stringify(event.payload ?? null)
       if (json.length <= blobThreshold) return json
       // Deterministic id: a retried publish stores the blob once.
@@ -213,81 +219,85 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     })
 
   const publish = (runId: string, events: ReadonlyArray<NewEvent>) =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       if (events.length === 0) return []
-      const stored = yield* sql.withTransaction(Effect.gen(function*() {
-        yield* sql`INSERT INTO agent_output_runs (run_id, last_sequence) VALUES (${runId}, 0)
+      const stored = yield* sql.withTransaction(
+        Effect.gen(function* () {
+          yield* sql`INSERT INTO agent_output_runs (run_id, last_sequence) VALUES (${runId}, 0)
           ON CONFLICT (run_id) DO NOTHING`
-        // The row lock (Postgres) or the single writer (SQLite) serialises the numbering.
-        const [run] = yield* sql<{ readonly last_sequence: number | string; readonly ended_at: unknown }>`
+          // The row lock (Postgres) or the single writer (SQLite) serialises the numbering.
+          const [run] = yield* sql<{ readonly last_sequence: number | string; readonly ended_at: unknown }>`
           SELECT last_sequence, ended_at FROM agent_output_runs WHERE run_id = ${runId} ${forUpdate}`
-        if (run!.ended_at !== null) return yield* new OutputClosed({ runId })
+          if (run!.ended_at !== null) return yield* new OutputClosed({ runId })
 
-        // Skip what is stored already, before numbering: a retry leaves no gap.
-        // Only the batch's own index range is looked up, so the check costs the
-        // same for the thousandth batch of a step as for the first.
-        const existing = new Set<string>()
-        const indexes = events.map((e) => e.index)
-        const rows = yield* sql<{ readonly step: string; readonly attempt: number; readonly idx: number }>`
+          // Skip what is stored already, before numbering: a retry leaves no gap.
+          // Only the batch's own index range is looked up, so the check costs the
+          // same for the thousandth batch of a step as for the first.
+          const existing = new Set<string>()
+          const indexes = events.map((e) => e.index)
+          const rows = yield* sql<{ readonly step: string; readonly attempt: number; readonly idx: number }>`
           SELECT step, attempt, idx FROM agent_output_events
           WHERE run_id = ${runId}
             AND step IN ${sql.in([...new Set(events.map((e) => e.step))])}
             AND attempt IN ${sql.in([...new Set(events.map((e) => e.attempt))])}
             AND idx >= ${Math.min(...indexes)} AND idx <= ${Math.max(...indexes)}`
-        for (const row of rows) existing.add(`${row.step}\u0000${Number(row.attempt)}\u0000${Number(row.idx)}`)
-        const fresh: Array<NewEvent> = []
-        for (const event of events) {
-          const key = `${event.step}\u0000${event.attempt}\u0000${event.index}`
-          if (!existing.has(key)) {
-            existing.add(key)
-            fresh.push(event)
+          for (const row of rows) existing.add(`${row.step}\u0000${Number(row.attempt)}\u0000${Number(row.idx)}`)
+          const fresh: Array<NewEvent> = []
+          for (const event of events) {
+            const key = `${event.step}\u0000${event.attempt}\u0000${event.index}`
+            if (!existing.has(key)) {
+              existing.add(key)
+              fresh.push(event)
+            }
           }
-        }
-        if (fresh.length === 0) return []
+          if (fresh.length === 0) return []
 
-        let sequence = Number(run!.last_sequence)
-        const now = Date.now()
-        const out: Array<OutputEvent> = []
-        const values: Array<Record<string, unknown>> = []
-        for (const event of fresh) {
-          sequence++
-          const payload = yield* storePayload(runId, event)
-          values.push({
-            run_id: runId,
-            sequence,
-            step: event.step,
-            attempt: event.attempt,
-            idx: event.index,
-            kind: event.kind,
-            payload,
-            created_at: now
-          })
-          out.push(
-            new OutputEvent({
-              runId,
+          let sequence = Number(run!.last_sequence)
+          const now = Date.now()
+          const out: Array<OutputEvent> = []
+          const values: Array<Record<string, unknown>> = []
+          for (const event of fresh) {
+            sequence++
+            const payload = yield* storePayload(runId, event)
+            values.push({
+              run_id: runId,
               sequence,
               step: event.step,
               attempt: event.attempt,
-              index: event.index,
+              idx: event.index,
               kind: event.kind,
-              payload: JSON.parse(payload),
-              timestamp: now
+              payload,
+              created_at: now
             })
-          )
-        }
-        for (let i = 0; i < values.length; i += insertChunk) {
-          const chunk = values.slice(i, i + insertChunk) as unknown as Arr.NonEmptyReadonlyArray<Record<string, unknown>>
-          yield* sql`INSERT INTO agent_output_events ${sql.insert(chunk)}`
-        }
-        yield* sql`UPDATE agent_output_runs SET last_sequence = ${sequence} WHERE run_id = ${runId}`
-        return out
-      }))
+            out.push(
+              new OutputEvent({
+                runId,
+                sequence,
+                step: event.step,
+                attempt: event.attempt,
+                index: event.index,
+                kind: event.kind,
+                payload: JSON.parse(payload),
+                timestamp: now
+              })
+            )
+          }
+          for (let i = 0; i < values.length; i += insertChunk) {
+            const chunk = values.slice(i, i + insertChunk) as unknown as Arr.NonEmptyReadonlyArray<
+              Record<string, unknown>
+            >
+            yield* sql`INSERT INTO agent_output_events ${sql.insert(chunk)}`
+          }
+          yield* sql`UPDATE agent_output_runs SET last_sequence = ${sequence} WHERE run_id = ${runId}`
+          return out
+        })
+      )
       if (stored.length > 0) yield* announce(runId)
       return stored
     })
 
   const end = (runId: string) =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       yield* sql`INSERT INTO agent_output_runs (run_id, last_sequence, ended_at) VALUES (${runId}, 0, ${Date.now()})
         ON CONFLICT (run_id) DO UPDATE SET ended_at = COALESCE(agent_output_runs.ended_at, excluded.ended_at)`
       yield* announce(runId)
@@ -313,47 +323,53 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     )
 
   const subscribe = (runId: string, subscribeOptions: { readonly from?: number } = {}) =>
-    Stream.unwrap(Effect.gen(function*() {
-      const wake = yield* Queue.sliding<void>(1)
-      // Registered before the first read: a signal sent after that read is never missed.
-      yield* Effect.acquireRelease(
-        Effect.sync(() => {
-          const set = waiters.get(runId) ?? new Set()
-          set.add(wake)
-          waiters.set(runId, set)
-        }),
-        () =>
+    Stream.unwrap(
+      Effect.gen(function* () {
+        const wake = yield* Queue.sliding<void>(1)
+        // Registered before the first read: a signal sent after that read is never missed.
+        yield* Effect.acquireRelease(
           Effect.sync(() => {
-            const set = waiters.get(runId)
-            set?.delete(wake)
-            if (set?.size === 0) waiters.delete(runId)
+            const set = waiters.get(runId) ?? new Set()
+            set.add(wake)
+            waiters.set(runId, set)
+          }),
+          () =>
+            Effect.sync(() => {
+              const set = waiters.get(runId)
+              set?.delete(wake)
+              if (set?.size === 0) waiters.delete(runId)
+            })
+        )
+        return Stream.paginate(Math.max(1, subscribeOptions.from ?? 1), (next) =>
+          Effect.gen(function* () {
+            const events = yield* read(runId, { from: next, limit: 500 })
+            if (events.length > 0) return [events, Option.some(next + events.length)] as const
+            const current = yield* status(runId)
+            if (Option.isSome(current) && current.value.ended && next > current.value.lastSequence) {
+              return [[], Option.none()] as const
+            }
+            yield* Queue.take(wake).pipe(Effect.timeoutOption(safetyPoll))
+            return [[], Option.some(next)] as const
           })
-      )
-      return Stream.paginate(Math.max(1, subscribeOptions.from ?? 1), (next) =>
-        Effect.gen(function*() {
-          const events = yield* read(runId, { from: next, limit: 500 })
-          if (events.length > 0) return [events, Option.some(next + events.length)] as const
-          const current = yield* status(runId)
-          if (Option.isSome(current) && current.value.ended && next > current.value.lastSequence) {
-            return [[], Option.none()] as const
-          }
-          yield* Queue.take(wake).pipe(Effect.timeoutOption(safetyPoll))
-          return [[], Option.some(next)] as const
-        }))
-    }))
+        )
+      })
+    )
 
   const readBlob = (id: string) =>
-    Effect.flatMap(
-      sql<{ readonly data: string }>`SELECT data FROM agent_output_blobs WHERE id = ${id}`,
-      (rows) => rows.length === 0 ? Effect.fail(new UnknownBlob({ id })) : Effect.succeed(JSON.parse(rows[0]!.data))
+    Effect.flatMap(sql<{ readonly data: string }>`SELECT data FROM agent_output_blobs WHERE id = ${id}`, (rows) =>
+      rows.length === 0 ? Effect.fail(new UnknownBlob({ id })) : Effect.succeed(JSON.parse(rows[0]!.data))
     )
 
   const purge = (runIds: ReadonlyArray<string>) =>
-    runIds.length === 0 ? Effect.void : sql.withTransaction(Effect.gen(function*() {
-      yield* sql`DELETE FROM agent_output_events WHERE run_id IN ${sql.in(runIds)}`
-      yield* sql`DELETE FROM agent_output_blobs WHERE run_id IN ${sql.in(runIds)}`
-      yield* sql`DELETE FROM agent_output_runs WHERE run_id IN ${sql.in(runIds)}`
-    }))
+    runIds.length === 0
+      ? Effect.void
+      : sql.withTransaction(
+          Effect.gen(function* () {
+            yield* sql`DELETE FROM agent_output_events WHERE run_id IN ${sql.in(runIds)}`
+            yield* sql`DELETE FROM agent_output_blobs WHERE run_id IN ${sql.in(runIds)}`
+            yield* sql`DELETE FROM agent_output_runs WHERE run_id IN ${sql.in(runIds)}`
+          })
+        )
 
   return AgentOutput.of({ publish, end, read, subscribe, status, readBlob, purge })
 })

@@ -133,7 +133,7 @@ const schemaFor = (envelope: typeof Envelope.Type): Schema.Top | undefined => {
  * @category decoding
  */
 export const decode = (raw: unknown): Effect.Effect<AgentMessage, AgentSdkError.AgentSdkError> =>
-  Effect.gen(function*() {
+  Effect.gen(function* () {
     const envelope = yield* Schema.decodeUnknownEffect(Envelope)(raw)
     const schema = schemaFor(envelope)
     if (schema !== undefined) {
@@ -219,19 +219,23 @@ export const toResult = (
     case "error_max_turns":
     case "error_max_budget_usd":
     case "error_max_structured_output_retries":
-      return Effect.fail(AgentSdkError.make(
-        new AgentSdkError.LimitExceededError({
-          limit: message.subtype.slice("error_".length) as AgentSdkError.LimitExceededError["limit"],
-          turns: message.num_turns,
-          costUsd: message.total_cost_usd
-        })
-      ))
+      return Effect.fail(
+        AgentSdkError.make(
+          new AgentSdkError.LimitExceededError({
+            limit: message.subtype.slice("error_".length) as AgentSdkError.LimitExceededError["limit"],
+            turns: message.num_turns,
+            costUsd: message.total_cost_usd
+          })
+        )
+      )
     case "error_during_execution":
-      return Effect.fail(AgentSdkError.make(
-        options.interrupted
-          ? new AgentSdkError.InterruptedError()
-          : new AgentSdkError.ExecutionError({ errors: message.errors })
-      ))
+      return Effect.fail(
+        AgentSdkError.make(
+          options.interrupted
+            ? new AgentSdkError.InterruptedError()
+            : new AgentSdkError.ExecutionError({ errors: message.errors })
+        )
+      )
   }
 }
 
@@ -241,7 +245,7 @@ export const toResult = (
  * @category accessors
  */
 export const assistantText = (message: AssistantMessage): string =>
-  message.message.content.flatMap((block) => block.type === "text" ? [block.text] : []).join("")
+  message.message.content.flatMap((block) => (block.type === "text" ? [block.text] : [])).join("")
 
 /**
  * The text of a streamed `text_delta`, if the message is one (needs
@@ -250,7 +254,8 @@ export const assistantText = (message: AssistantMessage): string =>
  * @category accessors
  */
 export const textDelta = (message: AgentMessage): string | undefined =>
-  message.type === "stream_event" && message.event.type === "content_block_delta" &&
-    message.event.delta.type === "text_delta"
+  message.type === "stream_event" &&
+  message.event.type === "content_block_delta" &&
+  message.event.delta.type === "text_delta"
     ? message.event.delta.text
     : undefined

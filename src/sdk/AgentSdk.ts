@@ -27,10 +27,7 @@ export interface AgentHook<R = never> {
   readonly matcher?: string
   /** Seconds the CLI waits for the hook. */
   readonly timeout?: number
-  readonly run: (
-    input: Sdk.HookInput,
-    toolUseId: string | undefined
-  ) => Effect.Effect<Sdk.HookJSONOutput, never, R>
+  readonly run: (input: Sdk.HookInput, toolUseId: string | undefined) => Effect.Effect<Sdk.HookJSONOutput, never, R>
 }
 
 /**
@@ -39,12 +36,10 @@ export interface AgentHook<R = never> {
  *
  * @category models
  */
-export interface QueryOptions<R = never> extends
-  Omit<
-    Sdk.Options,
-    "abortController" | "canUseTool" | "hooks" | "spawnClaudeCodeProcess" | "stderr" | "env" | "mcpServers"
-  >
-{
+export interface QueryOptions<R = never> extends Omit<
+  Sdk.Options,
+  "abortController" | "canUseTool" | "hooks" | "spawnClaudeCodeProcess" | "stderr" | "env" | "mcpServers"
+> {
   /** Keep the input open after the first result, for `send` / `streamInput`. */
   readonly multiTurn?: boolean
   /** Variables added to the CLI's environment for this query only. */
@@ -103,28 +98,31 @@ export interface PrewarmedQuery {
 /**
  * @category services
  */
-export class AgentSdk extends Context.Service<AgentSdk, {
-  /** Starts a query whose process lives as long as the current scope. */
-  readonly query: <R = never>(
-    prompt: string | Sdk.SDKUserMessage,
-    options?: QueryOptions<R>
-  ) => Effect.Effect<QueryHandle.QueryHandle, never, Scope.Scope | R>
-  /** Runs a query to its end and returns the summary. */
-  readonly run: <R = never>(
-    prompt: string | Sdk.SDKUserMessage,
-    options?: QueryOptions<R>
-  ) => Effect.Effect<AgentMessage.QueryResult, AgentSdkError.AgentSdkError, R>
-  /**
-   * Starts a Claude Code process now, so that the query claimed from it later
-   * skips the start-up. Options are fixed here; the spare holds a permit and
-   * lives as long as the current scope.
-   */
-  readonly prewarm: <R = never>(
-    options?: QueryOptions<R>
-  ) => Effect.Effect<PrewarmedQuery, AgentSdkError.AgentSdkError, Scope.Scope | R>
-  /** How many queries hold a process right now. */
-  readonly active: Effect.Effect<number>
-}>()("effect-claude-agent/sdk/AgentSdk") {
+export class AgentSdk extends Context.Service<
+  AgentSdk,
+  {
+    /** Starts a query whose process lives as long as the current scope. */
+    readonly query: <R = never>(
+      prompt: string | Sdk.SDKUserMessage,
+      options?: QueryOptions<R>
+    ) => Effect.Effect<QueryHandle.QueryHandle, never, Scope.Scope | R>
+    /** Runs a query to its end and returns the summary. */
+    readonly run: <R = never>(
+      prompt: string | Sdk.SDKUserMessage,
+      options?: QueryOptions<R>
+    ) => Effect.Effect<AgentMessage.QueryResult, AgentSdkError.AgentSdkError, R>
+    /**
+     * Starts a Claude Code process now, so that the query claimed from it later
+     * skips the start-up. Options are fixed here; the spare holds a permit and
+     * lives as long as the current scope.
+     */
+    readonly prewarm: <R = never>(
+      options?: QueryOptions<R>
+    ) => Effect.Effect<PrewarmedQuery, AgentSdkError.AgentSdkError, Scope.Scope | R>
+    /** How many queries hold a process right now. */
+    readonly active: Effect.Effect<number>
+  }
+>()("effect-claude-agent/sdk/AgentSdk") {
   /** @category layers */
   static readonly layer = (settings: Settings = {}): Layer.Layer<AgentSdk, never, PermissionPolicy> =>
     Layer.effect(AgentSdk)(make(settings))
@@ -136,7 +134,7 @@ export class AgentSdk extends Context.Service<AgentSdk, {
    * @category layers
    */
   static readonly layerConfig: Layer.Layer<AgentSdk, Config.ConfigError, PermissionPolicy> = Layer.unwrap(
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const apiKey = yield* Config.option(Config.Redacted("ANTHROPIC_API_KEY"))
       const baseUrl = yield* Config.option(Config.String("ANTHROPIC_BASE_URL"))
       const maxConcurrentQueries = yield* Config.Int("AGENT_MAX_CONCURRENT_QUERIES").pipe(Config.withDefault(8))
@@ -151,7 +149,7 @@ export class AgentSdk extends Context.Service<AgentSdk, {
   )
 }
 
-const make = Effect.fnUntraced(function*(settings: Settings) {
+const make = Effect.fnUntraced(function* (settings: Settings) {
   const policy = yield* PermissionPolicy
   const maxConcurrent = settings.maxConcurrentQueries ?? 8
   const permits = yield* Semaphore.make(maxConcurrent)
@@ -172,7 +170,7 @@ const make = Effect.fnUntraced(function*(settings: Settings) {
    * caller's context.
    */
   const prepare = <R>(options: QueryOptions<R>) =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const context = yield* Effect.context<R>()
       const run = Effect.runPromiseWith(context)
 
@@ -200,10 +198,11 @@ const make = Effect.fnUntraced(function*(settings: Settings) {
             decision._tag === "Allow"
               ? { behavior: "allow" as const, updatedInput: decision.updatedInput ?? input }
               : {
-                behavior: "deny" as const,
-                message: decision.message,
-                ...(decision.interrupt !== undefined ? { interrupt: decision.interrupt } : {})
-              }),
+                  behavior: "deny" as const,
+                  message: decision.message,
+                  ...(decision.interrupt !== undefined ? { interrupt: decision.interrupt } : {})
+                }
+          ),
           { signal }
         )
 
@@ -254,7 +253,7 @@ const make = Effect.fnUntraced(function*(settings: Settings) {
     })
 
   const query = <R = never>(prompt: string | Sdk.SDKUserMessage, options: QueryOptions<R> = {}) =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const prepared = yield* prepare(options)
       return yield* QueryHandle.make({
         ...prepared.handleOptions,
@@ -264,11 +263,11 @@ const make = Effect.fnUntraced(function*(settings: Settings) {
     })
 
   const prewarm = <R = never>(options: QueryOptions<R> = {}) =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const prepared = yield* prepare(options)
       let child: ChildProcess | undefined
       const warm = yield* Effect.tryPromise({
-        try: () => Sdk.startup({ options: prepared.sdkOptions((spawned) => child = spawned) }),
+        try: () => Sdk.startup({ options: prepared.sdkOptions((spawned) => (child = spawned)) }),
         catch: (cause) =>
           AgentSdkError.make(
             new AgentSdkError.ProcessError({
@@ -281,7 +280,7 @@ const make = Effect.fnUntraced(function*(settings: Settings) {
       let claimed = false
       yield* Scope.addFinalizer(
         prepared.scope,
-        Effect.suspend(() => claimed ? Effect.void : Effect.sync(() => warm.close()))
+        Effect.suspend(() => (claimed ? Effect.void : Effect.sync(() => warm.close())))
       )
       return {
         query: (prompt: string | Sdk.SDKUserMessage) =>
@@ -303,8 +302,7 @@ const make = Effect.fnUntraced(function*(settings: Settings) {
   return AgentSdk.of({
     query,
     prewarm,
-    run: (prompt, options) =>
-      Effect.scoped(Effect.flatMap(query(prompt, options), (handle) => handle.result)),
+    run: (prompt, options) => Effect.scoped(Effect.flatMap(query(prompt, options), (handle) => handle.result)),
     active: Effect.sync(() => active)
   })
 })

@@ -75,8 +75,8 @@ const inputSchema = (schema: Schema.Top): Record<string, unknown> => {
 const errorResult = (text: string) => ({ isError: true, content: [{ type: "text" as const, text }] })
 
 /** The services a set of tools needs. */
-type Requirements<Tools extends ReadonlyArray<AgentTool<any, any>>> = Tools[number] extends AgentTool<any, infer R> ? R
-  : never
+type Requirements<Tools extends ReadonlyArray<AgentTool<any, any>>> =
+  Tools[number] extends AgentTool<any, infer R> ? R : never
 
 /**
  * Builds a toolkit.
@@ -94,7 +94,7 @@ export const make = <const Tools extends ReadonlyArray<AgentTool<any, any>>>(
     description: entry.description,
     inputSchema: inputSchema(entry.parameters)
   }))
-  const server = Effect.gen(function*() {
+  const server = Effect.gen(function* () {
     const context = yield* Effect.context<R>()
     const run = Effect.runPromiseWith(context)
     const mcp = new McpServer({ name, version: "1.0.0" }, { capabilities: { tools: {} } })

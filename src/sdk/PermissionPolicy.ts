@@ -51,9 +51,12 @@ const matches = (pattern: string, toolName: string): boolean =>
 /**
  * @category services
  */
-export class PermissionPolicy extends Context.Service<PermissionPolicy, {
-  readonly decide: (request: ToolRequest) => Effect.Effect<Decision>
-}>()("effect-claude-agent/sdk/PermissionPolicy") {
+export class PermissionPolicy extends Context.Service<
+  PermissionPolicy,
+  {
+    readonly decide: (request: ToolRequest) => Effect.Effect<Decision>
+  }
+>()("effect-claude-agent/sdk/PermissionPolicy") {
   /**
    * Denies every tool the query did not pre-approve.
    */

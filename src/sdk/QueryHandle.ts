@@ -56,10 +56,7 @@ export interface MakeOptions {
   /** Time between SIGTERM and SIGKILL when the scope closes a live process. */
   readonly killGracePeriod: Duration.Duration
   /** Starts the SDK query reading from `input`; the spawn hook reports the child. */
-  readonly start: (
-    input: AsyncIterable<Sdk.SDKUserMessage>,
-    onSpawn: (child: ChildProcess) => void
-  ) => Sdk.Query
+  readonly start: (input: AsyncIterable<Sdk.SDKUserMessage>, onSpawn: (child: ChildProcess) => void) => Sdk.Query
   /** The last lines the CLI wrote to stderr, for error reports. */
   readonly stderrTail: () => string
 }
@@ -73,16 +70,16 @@ const waitForExit = (child: ChildProcess): Effect.Effect<void> =>
   child.exitCode !== null || child.signalCode !== null
     ? Effect.void
     : Effect.callback<void>((resume) => {
-      const onExit = () => resume(Effect.void)
-      child.once("exit", onExit)
-      return Effect.sync(() => child.off("exit", onExit))
-    })
+        const onExit = () => resume(Effect.void)
+        child.once("exit", onExit)
+        return Effect.sync(() => child.off("exit", onExit))
+      })
 
 /**
  * Stops the process for good: SIGTERM, then SIGKILL after the grace period.
  */
 const terminate = (child: ChildProcess, gracePeriod: Duration.Duration): Effect.Effect<void> =>
-  Effect.gen(function*() {
+  Effect.gen(function* () {
     if (child.exitCode !== null || child.signalCode !== null) return
     child.kill("SIGTERM")
     const exited = yield* waitForExit(child).pipe(Effect.timeoutOption(gracePeriod))
@@ -97,7 +94,7 @@ const terminate = (child: ChildProcess, gracePeriod: Duration.Duration): Effect.
  *
  * @category constructors
  */
-export const make = Effect.fnUntraced(function*(options: MakeOptions) {
+export const make = Effect.fnUntraced(function* (options: MakeOptions) {
   const input = yield* Queue.unbounded<Sdk.SDKUserMessage, Cause.Done>()
   yield* Queue.offer(input, userMessage(options.prompt))
 
@@ -109,13 +106,12 @@ export const make = Effect.fnUntraced(function*(options: MakeOptions) {
   const sessionId = yield* Deferred.make<string, AgentSdkError.AgentSdkError>()
   const result = yield* Deferred.make<AgentMessage.QueryResult, AgentSdkError.AgentSdkError>()
 
-  const sdkQuery = options.start(
-    Stream.toAsyncIterable(Stream.fromQueue(input)),
-    (spawned) => Effect.runSync(Ref.set(child, Option.some(spawned)))
+  const sdkQuery = options.start(Stream.toAsyncIterable(Stream.fromQueue(input)), (spawned) =>
+    Effect.runSync(Ref.set(child, Option.some(spawned)))
   )
 
   yield* Effect.addFinalizer(() =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       yield* Queue.end(input)
       // close() ends the SDK's transports; the process itself we stop ourselves,
       // because close() waits before it signals and never escalates.
@@ -126,7 +122,7 @@ export const make = Effect.fnUntraced(function*(options: MakeOptions) {
   )
 
   const processFailure = (cause: unknown) =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const spawned = yield* Ref.get(child)
       const exitCode = Option.match(spawned, { onNone: () => undefined, onSome: (c) => c.exitCode })
       return AgentSdkError.make(
@@ -139,7 +135,7 @@ export const make = Effect.fnUntraced(function*(options: MakeOptions) {
     })
 
   const observe = (message: AgentMessage.AgentMessage) =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       switch (message.type) {
         case "system":
           if (message.subtype === "init") yield* Deferred.succeed(sessionId, message.session_id)
@@ -156,22 +152,23 @@ export const make = Effect.fnUntraced(function*(options: MakeOptions) {
 
   // Settles `result` from the last result message, once the stream is over.
   const settle = (exit: "done" | AgentSdkError.AgentSdkError) =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const last = yield* Ref.get(lastResult)
       const wasInterrupted = yield* Ref.get(interrupted)
       const outcome = Option.isSome(last)
         ? AgentMessage.toResult(last.value, {
-          lastAssistant: yield* Ref.get(lastAssistant),
-          interrupted: wasInterrupted
-        })
+            lastAssistant: yield* Ref.get(lastAssistant),
+            interrupted: wasInterrupted
+          })
         : Effect.fail(
-          exit === "done" || wasInterrupted
-            ? AgentSdkError.make(new AgentSdkError.InterruptedError())
-            : exit
-        )
+            exit === "done" || wasInterrupted ? AgentSdkError.make(new AgentSdkError.InterruptedError()) : exit
+          )
       yield* Deferred.completeWith(result, outcome)
       // A query that died before its init message has no session id but its failure.
-      yield* Deferred.completeWith(sessionId, Effect.map(Deferred.await(result), (r) => r.sessionId))
+      yield* Deferred.completeWith(
+        sessionId,
+        Effect.map(Deferred.await(result), (r) => r.sessionId)
+      )
     })
 
   const messages: Stream.Stream<AgentMessage.AgentMessage, AgentSdkError.AgentSdkError> = Stream.fromAsyncIterable(
@@ -181,7 +178,7 @@ export const make = Effect.fnUntraced(function*(options: MakeOptions) {
     // After our own interrupt the SDK throws once the result is out: that is the
     // expected end of the stream, not a failure.
     Stream.catch((cause) =>
-      Effect.gen(function*() {
+      Effect.gen(function* () {
         const wasInterrupted = yield* Ref.get(interrupted)
         const last = yield* Ref.get(lastResult)
         if (wasInterrupted || Option.isSome(last)) return Stream.empty
@@ -194,7 +191,9 @@ export const make = Effect.fnUntraced(function*(options: MakeOptions) {
       settle(
         exit._tag === "Success"
           ? "done"
-          : Option.getOrElse(Cause.findErrorOption(exit.cause), () => AgentSdkError.make(new AgentSdkError.InterruptedError()))
+          : Option.getOrElse(Cause.findErrorOption(exit.cause), () =>
+              AgentSdkError.make(new AgentSdkError.InterruptedError())
+            )
       )
     )
   )
@@ -203,17 +202,18 @@ export const make = Effect.fnUntraced(function*(options: MakeOptions) {
 
   const stream: QueryHandle["stream"] = Stream.unwrap(
     Effect.map(once, (already) =>
-      already ? Stream.die(new Error("QueryHandle.stream can be run only once")) : messages)
+      already ? Stream.die(new Error("QueryHandle.stream can be run only once")) : messages
+    )
   )
 
   const handle: QueryHandle = {
     stream,
-    result: Effect.gen(function*() {
+    result: Effect.gen(function* () {
       if (!(yield* once)) yield* Stream.runDrain(messages).pipe(Effect.ignore)
       return yield* Deferred.await(result)
     }),
     sessionId: Deferred.await(sessionId),
-    interrupt: Effect.gen(function*() {
+    interrupt: Effect.gen(function* () {
       yield* Ref.set(interrupted, true)
       // Rejects once the query has finished; that is not our caller's problem.
       yield* Effect.tryPromise(() => sdkQuery.interrupt()).pipe(Effect.ignore)
@@ -226,7 +226,10 @@ export const make = Effect.fnUntraced(function*(options: MakeOptions) {
       ),
     streamInput: (more) => Stream.runForEach(more, handle.send),
     endInput: Effect.asVoid(Queue.end(input)),
-    pid: Effect.map(Ref.get(child), Option.flatMapNullishOr((c) => c.pid))
+    pid: Effect.map(
+      Ref.get(child),
+      Option.flatMapNullishOr((c) => c.pid)
+    )
   }
   return handle
 })

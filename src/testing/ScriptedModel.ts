@@ -29,11 +29,11 @@ export type Block =
   | { readonly type: "text"; readonly text: string }
   | { readonly type: "thinking"; readonly thinking: string }
   | {
-    readonly type: "tool_use"
-    readonly id: string
-    readonly name: string
-    readonly input: Readonly<Record<string, unknown>>
-  }
+      readonly type: "tool_use"
+      readonly id: string
+      readonly name: string
+      readonly input: Readonly<Record<string, unknown>>
+    }
 
 /**
  * One answer of the model to one request.
@@ -42,22 +42,22 @@ export type Block =
  */
 export type Turn =
   | {
-    readonly _tag: "Message"
-    readonly blocks: ReadonlyArray<Block>
-    readonly stopReason: "end_turn" | "tool_use" | "max_tokens"
-    readonly usage: { readonly inputTokens: number; readonly outputTokens: number }
-    /** Pause before each streamed event: a slow model. */
-    readonly chunkDelayMs: number
-    /** Characters per `text_delta`. */
-    readonly chunkSize: number
-  }
+      readonly _tag: "Message"
+      readonly blocks: ReadonlyArray<Block>
+      readonly stopReason: "end_turn" | "tool_use" | "max_tokens"
+      readonly usage: { readonly inputTokens: number; readonly outputTokens: number }
+      /** Pause before each streamed event: a slow model. */
+      readonly chunkDelayMs: number
+      /** Characters per `text_delta`. */
+      readonly chunkSize: number
+    }
   | {
-    readonly _tag: "Error"
-    readonly status: number
-    readonly errorType: string
-    readonly message: string
-    readonly retryAfterSeconds?: number | undefined
-  }
+      readonly _tag: "Error"
+      readonly status: number
+      readonly errorType: string
+      readonly message: string
+      readonly retryAfterSeconds?: number | undefined
+    }
   | { readonly _tag: "Cut"; readonly turn: Turn & { readonly _tag: "Message" }; readonly afterEvents: number }
   | { readonly _tag: "Hang" }
 
@@ -136,10 +136,8 @@ const message = (
  *
  * @category turns
  */
-export const text = (
-  content: string,
-  options?: Parameters<typeof message>[1]
-): Turn & { readonly _tag: "Message" } => message([{ type: "text", text: content }], options)
+export const text = (content: string, options?: Parameters<typeof message>[1]): Turn & { readonly _tag: "Message" } =>
+  message([{ type: "text", text: content }], options)
 
 /**
  * Asks to call a tool. Built-in tools use their own names (`Read`), tools of
@@ -152,10 +150,13 @@ export const toolUse = (
   input: Readonly<Record<string, unknown>>,
   options?: Parameters<typeof message>[1] & { readonly id?: string; readonly text?: string }
 ): Turn & { readonly _tag: "Message" } =>
-  message([
-    ...(options?.text !== undefined ? [{ type: "text" as const, text: options.text }] : []),
-    { type: "tool_use", id: options?.id ?? `toolu_scripted_${++toolUseCounter}`, name, input }
-  ], options)
+  message(
+    [
+      ...(options?.text !== undefined ? [{ type: "text" as const, text: options.text }] : []),
+      { type: "tool_use", id: options?.id ?? `toolu_scripted_${++toolUseCounter}`, name, input }
+    ],
+    options
+  )
 
 /**
  * Answers with any blocks.
@@ -237,7 +238,11 @@ const exhausted = (count: number): Turn =>
 const textOf = (content: MessagesRequest["messages"][number]["content"]): ReadonlyArray<string> =>
   typeof content === "string"
     ? [content]
-    : content.flatMap((block) => block.type === "text" && Predicate.hasProperty(block, "text") && Predicate.isString(block.text) ? [block.text] : [])
+    : content.flatMap((block) =>
+        block.type === "text" && Predicate.hasProperty(block, "text") && Predicate.isString(block.text)
+          ? [block.text]
+          : []
+      )
 
 /**
  * The text the user wrote last in a request, without the `<system-reminder>`
@@ -300,19 +305,21 @@ export const streamEvents = (
   model: string,
   messageId: string
 ): ReadonlyArray<{ readonly type: string }> => {
-  const events: Array<{ readonly type: string }> = [{
-    type: "message_start",
-    message: {
-      id: messageId,
-      type: "message",
-      role: "assistant",
-      model,
-      content: [],
-      stop_reason: null,
-      stop_sequence: null,
-      usage: { input_tokens: turn.usage.inputTokens, output_tokens: 1 }
-    }
-  } as { readonly type: string }]
+  const events: Array<{ readonly type: string }> = [
+    {
+      type: "message_start",
+      message: {
+        id: messageId,
+        type: "message",
+        role: "assistant",
+        model,
+        content: [],
+        stop_reason: null,
+        stop_sequence: null,
+        usage: { input_tokens: turn.usage.inputTokens, output_tokens: 1 }
+      }
+    } as { readonly type: string }
+  ]
   turn.blocks.forEach((block, index) => {
     switch (block.type) {
       case "text":
@@ -322,22 +329,34 @@ export const streamEvents = (
         }
         break
       case "thinking":
-        events.push(
-          { type: "content_block_start", index, content_block: { type: "thinking", thinking: "", signature: "" } } as never
-        )
-        events.push({ type: "content_block_delta", index, delta: { type: "thinking_delta", thinking: block.thinking } } as never)
-        events.push({ type: "content_block_delta", index, delta: { type: "signature_delta", signature: "scripted" } } as never)
+        events.push({
+          type: "content_block_start",
+          index,
+          content_block: { type: "thinking", thinking: "", signature: "" }
+        } as never)
+        events.push({
+          type: "content_block_delta",
+          index,
+          delta: { type: "thinking_delta", thinking: block.thinking }
+        } as never)
+        events.push({
+          type: "content_block_delta",
+          index,
+          delta: { type: "signature_delta", signature: "scripted" }
+        } as never)
         break
       case "tool_use":
-        events.push(
-          {
-            type: "content_block_start",
-            index,
-            content_block: { type: "tool_use", id: block.id, name: block.name, input: {} }
-          } as never
-        )
+        events.push({
+          type: "content_block_start",
+          index,
+          content_block: { type: "tool_use", id: block.id, name: block.name, input: {} }
+        } as never)
         for (const piece of chunks(JSON.stringify(block.input), 16)) {
-          events.push({ type: "content_block_delta", index, delta: { type: "input_json_delta", partial_json: piece } } as never)
+          events.push({
+            type: "content_block_delta",
+            index,
+            delta: { type: "input_json_delta", partial_json: piece }
+          } as never)
         }
         break
     }
@@ -359,7 +378,7 @@ const messageBody = (turn: Turn & { readonly _tag: "Message" }, model: string, m
   type: "message",
   role: "assistant",
   model,
-  content: turn.blocks.map((block) => block.type === "thinking" ? { ...block, signature: "scripted" } : block),
+  content: turn.blocks.map((block) => (block.type === "thinking" ? { ...block, signature: "scripted" } : block)),
   stop_reason: turn.stopReason,
   stop_sequence: null,
   usage: { input_tokens: turn.usage.inputTokens, output_tokens: turn.usage.outputTokens }
@@ -374,25 +393,27 @@ const secretHeaders = new Set(["x-api-key", "authorization", "proxy-authorizatio
 /**
  * @category services
  */
-export class ScriptedModel extends Context.Service<ScriptedModel, {
-  /** Base URL for `ANTHROPIC_BASE_URL`, e.g. `http://127.0.0.1:41234`. */
-  readonly url: string
-  /** Every request received so far, in arrival order. */
-  readonly requests: Effect.Effect<ReadonlyArray<RecordedRequest>>
-  /** The model requests only (`POST /v1/messages`). */
-  readonly modelRequests: Effect.Effect<ReadonlyArray<RecordedRequest & { readonly body: MessagesRequest }>>
-  /** Replaces the script; turns not yet answered are dropped. */
-  readonly setScript: (script: Script) => Effect.Effect<void>
-  /** Forgets the recorded requests. */
-  readonly clearRequests: Effect.Effect<void>
-}>()("effect-claude-agent/testing/ScriptedModel") {
+export class ScriptedModel extends Context.Service<
+  ScriptedModel,
+  {
+    /** Base URL for `ANTHROPIC_BASE_URL`, e.g. `http://127.0.0.1:41234`. */
+    readonly url: string
+    /** Every request received so far, in arrival order. */
+    readonly requests: Effect.Effect<ReadonlyArray<RecordedRequest>>
+    /** The model requests only (`POST /v1/messages`). */
+    readonly modelRequests: Effect.Effect<ReadonlyArray<RecordedRequest & { readonly body: MessagesRequest }>>
+    /** Replaces the script; turns not yet answered are dropped. */
+    readonly setScript: (script: Script) => Effect.Effect<void>
+    /** Forgets the recorded requests. */
+    readonly clearRequests: Effect.Effect<void>
+  }
+>()("effect-claude-agent/testing/ScriptedModel") {
   /**
    * Starts the server for the life of the layer.
    *
    * @category layers
    */
-  static readonly layer = (script: Script = []): Layer.Layer<ScriptedModel> =>
-    Layer.effect(ScriptedModel)(make(script))
+  static readonly layer = (script: Script = []): Layer.Layer<ScriptedModel> => Layer.effect(ScriptedModel)(make(script))
 }
 
 /**
@@ -400,8 +421,10 @@ export class ScriptedModel extends Context.Service<ScriptedModel, {
  *
  * @category constructors
  */
-export const make = (initial: Script = []): Effect.Effect<ScriptedModel["Service"], never, import("effect").Scope.Scope> =>
-  Effect.gen(function*() {
+export const make = (
+  initial: Script = []
+): Effect.Effect<ScriptedModel["Service"], never, import("effect").Scope.Scope> =>
+  Effect.gen(function* () {
     let script: Script = initial
     let listIndex = 0
     let messageCounter = 0
@@ -462,9 +485,8 @@ export const make = (initial: Script = []): Effect.Effect<ScriptedModel["Service
       }
       // Validated with the Schema but kept whole: decoding would drop the
       // fields tests assert on (tool_use_id, system prompts, tools).
-      const parsed = raw.length === 0
-        ? Option.none()
-        : Option.liftThrowable(JSON.parse)(raw).pipe(Option.filter(isMessagesRequest))
+      const parsed =
+        raw.length === 0 ? Option.none() : Option.liftThrowable(JSON.parse)(raw).pipe(Option.filter(isMessagesRequest))
       const entry: RecordedRequest = {
         method: req.method ?? "GET",
         path: url.pathname,
@@ -480,7 +502,10 @@ export const make = (initial: Script = []): Effect.Effect<ScriptedModel["Service
         return
       }
       if (req.method !== "POST" || url.pathname !== "/v1/messages") {
-        return sendError(res, { ...error(404), message: `ScriptedModel: no route for ${req.method} ${url.pathname}` } as never)
+        return sendError(res, {
+          ...error(404),
+          message: `ScriptedModel: no route for ${req.method} ${url.pathname}`
+        } as never)
       }
       if (entry.body === undefined) {
         return sendError(res, error(400, { message: "ScriptedModel: the body is not a Messages API request" }) as never)
@@ -528,8 +553,9 @@ export const make = (initial: Script = []): Effect.Effect<ScriptedModel["Service
     )
 
     const modelRequests = Effect.sync(() =>
-      recorded.filter((r): r is RecordedRequest & { readonly body: MessagesRequest } =>
-        r.path === "/v1/messages" && r.body !== undefined
+      recorded.filter(
+        (r): r is RecordedRequest & { readonly body: MessagesRequest } =>
+          r.path === "/v1/messages" && r.body !== undefined
       )
     )
     return ScriptedModel.of({
@@ -592,14 +618,17 @@ export const layerAgentSdk = (
   options: { readonly maxRetries?: number; readonly maxConcurrentQueries?: number } = {}
 ): Layer.Layer<AgentSdk, never, ScriptedModel | PermissionPolicy> =>
   Layer.unwrap(
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const model = yield* ScriptedModel
       const home = yield* Effect.acquireRelease(
         Effect.sync(() => Fs.mkdtempSync(Path.join(Os.tmpdir(), "scripted-agent-"))),
         (dir) => Effect.sync(() => Fs.rmSync(dir, { recursive: true, force: true }))
       )
       return AgentSdk.layer({
-        env: sdkEnv(model.url, { home, ...(options.maxRetries !== undefined ? { maxRetries: options.maxRetries } : {}) }),
+        env: sdkEnv(model.url, {
+          home,
+          ...(options.maxRetries !== undefined ? { maxRetries: options.maxRetries } : {})
+        }),
         ...(options.maxConcurrentQueries !== undefined ? { maxConcurrentQueries: options.maxConcurrentQueries } : {})
       })
     })

@@ -28,14 +28,15 @@ describe("AgentEngine.parseDatabaseUrl", () => {
     { url: "postgres://postgres@127.0.0.1:5432/test", tag: "Postgres" },
     { url: "postgresql://u:p@db/agents", tag: "Postgres" }
   ])("accepts $url", ({ url, tag }) =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       assert.strictEqual((yield* AgentEngine.parseDatabaseUrl(url))._tag, tag)
-    }))
+    })
+  )
 
   it.effect.each(["", "sqlite:", "sqlite::memory:", "mysql://localhost/db", "./agent.db", "postgres://"])(
     "rejects %j with the accepted forms",
     (url) =>
-      Effect.gen(function*() {
+      Effect.gen(function* () {
         const error = yield* Effect.flip(AgentEngine.parseDatabaseUrl(url))
         assert.strictEqual(error._tag, "InvalidDatabaseUrl")
         assert.include(error.message, "sqlite:<path>")
@@ -44,36 +45,40 @@ describe("AgentEngine.parseDatabaseUrl", () => {
   )
 
   it.effect("keeps the Postgres password redacted", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const database = yield* AgentEngine.parseDatabaseUrl("postgres://u:hunter2@db/agents")
       assert.notInclude(String(database._tag === "Postgres" ? database.url : ""), "hunter2")
-    }))
+    })
+  )
 })
 
 describe("AgentEngine.layerSqlite", () => {
   it.effect("refuses a second engine on the same file", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const filename = Path.join(tempDir, "locked.db")
       yield* Layer.build(AgentEngine.layerSqlite({ filename }))
       const error = yield* Effect.flip(Layer.build(AgentEngine.layerSqlite({ filename })))
       assert.strictEqual((error as AgentEngine.DatabaseLocked)._tag, "DatabaseLocked")
       assert.include((error as AgentEngine.DatabaseLocked).message, `${process.pid}`)
-    }).pipe(Effect.scoped))
+    }).pipe(Effect.scoped)
+  )
 
   it.effect("takes over the lock of a process that died", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const filename = Path.join(tempDir, "stale.db")
       // A pid that cannot be alive: above the kernel's pid_max.
       Fs.writeFileSync(`${filename}.lock`, `${Os.hostname()}:99999999`)
       yield* Layer.build(AgentEngine.layerSqlite({ filename }))
       assert.strictEqual(Fs.readFileSync(`${filename}.lock`, "utf8"), `${Os.hostname()}:${process.pid}`)
-    }).pipe(Effect.scoped))
+    }).pipe(Effect.scoped)
+  )
 
   it.effect("releases the lock when the engine stops", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const filename = Path.join(tempDir, "released.db")
       yield* Effect.scoped(Layer.build(AgentEngine.layerSqlite({ filename })))
       assert.isFalse(Fs.existsSync(`${filename}.lock`))
       yield* Layer.build(AgentEngine.layerSqlite({ filename }))
-    }).pipe(Effect.scoped))
+    }).pipe(Effect.scoped)
+  )
 })

@@ -22,33 +22,35 @@ const scenarios = [
 
 const crashSuite = (engine: string, databaseUrl: (scenario: string) => string) =>
   describe(`SIGKILL on ${engine}`, () => {
-    it.live.each(scenarios)("$scenario: the run completes and completed activities do not run again", (
-      { scenario, killAfter, expected, secondRuns }
-    ) =>
-      Effect.gen(function*() {
-        const url = databaseUrl(scenario)
-        const log = Path.join(tempDir, `${engine}-${scenario}.log`)
-        const id = `crash-${scenario}`
+    it.live.each(scenarios)(
+      "$scenario: the run completes and completed activities do not run again",
+      ({ scenario, killAfter, expected, secondRuns }) =>
+        Effect.gen(function* () {
+          const url = databaseUrl(scenario)
+          const log = Path.join(tempDir, `${engine}-${scenario}.log`)
+          const id = `crash-${scenario}`
 
-        const first = start([url, log, scenario, id, "start"])
-        const executionId = yield* lineFrom(first, "STARTED ")
-        yield* waitForLog(log, `${killAfter} ${executionId}`)
-        // Let the run reach its wait (suspension, durable sleep, in-flight activity).
-        yield* Effect.sleep("300 millis")
-        first.kill("SIGKILL")
-        yield* exited(first)
-        assert.strictEqual(first.signalCode, "SIGKILL")
+          const first = start([url, log, scenario, id, "start"])
+          const executionId = yield* lineFrom(first, "STARTED ")
+          yield* waitForLog(log, `${killAfter} ${executionId}`)
+          // Let the run reach its wait (suspension, durable sleep, in-flight activity).
+          yield* Effect.sleep("300 millis")
+          first.kill("SIGKILL")
+          yield* exited(first)
+          assert.strictEqual(first.signalCode, "SIGKILL")
 
-        const second = start([url, log, scenario, id, "finish"])
-        const result = JSON.parse(yield* lineFrom(second, "RESULT "))
-        yield* exited(second)
-        assert.deepStrictEqual(result, { ok: expected })
-        assert.strictEqual(second.exitCode, 0)
+          const second = start([url, log, scenario, id, "finish"])
+          const result = JSON.parse(yield* lineFrom(second, "RESULT "))
+          yield* exited(second)
+          assert.deepStrictEqual(result, { ok: expected })
+          assert.strictEqual(second.exitCode, 0)
 
-        const lines = linesOf(log)
-        assert.strictEqual(lines.filter((l) => l === `first ${executionId}`).length, 1, lines.join("\n"))
-        assert.strictEqual(lines.filter((l) => l === `second ${executionId}`).length, secondRuns, lines.join("\n"))
-      }), 120_000)
+          const lines = linesOf(log)
+          assert.strictEqual(lines.filter((l) => l === `first ${executionId}`).length, 1, lines.join("\n"))
+          assert.strictEqual(lines.filter((l) => l === `second ${executionId}`).length, secondRuns, lines.join("\n"))
+        }),
+      120_000
+    )
   })
 
 crashSuite("sqlite", (scenario) => `sqlite:${Path.join(tempDir, `${scenario}.db`)}`)

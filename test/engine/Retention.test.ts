@@ -16,7 +16,7 @@ const tempDir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "agent-retention-"))
 const retentionSuite = (engine: string, layer: () => Layer.Layer<any, unknown>) =>
   describe(`Retention on ${engine}`, () => {
     it.live("deletes only finished executions beyond the policy, and everything of them", () =>
-      Effect.gen(function*() {
+      Effect.gen(function* () {
         const sql = yield* SqlClient
         const names = [unique("old"), unique("middle"), unique("newest")]
         for (const name of names) {
@@ -28,7 +28,9 @@ const retentionSuite = (engine: string, layer: () => Layer.Layer<any, unknown>) 
         yield* pollUntil(Gate.poll(waiting), (r) => r._tag === "Suspended")
         const ids = yield* Effect.forEach(names, (name) => Greet.executionId({ name }))
         const rowsOf = (id: string) =>
-          Effect.map(sql<{ n: number }>`SELECT count(*) AS n FROM cluster_messages WHERE entity_id = ${id}`, (r) => Number(r[0]!.n))
+          Effect.map(sql<{ n: number }>`SELECT count(*) AS n FROM cluster_messages WHERE entity_id = ${id}`, (r) =>
+            Number(r[0]!.n)
+          )
 
         const report = yield* Retention.cleanup({ maxCount: 1 })
         assert.strictEqual(report.deletedExecutions, 2)
@@ -52,10 +54,11 @@ const retentionSuite = (engine: string, layer: () => Layer.Layer<any, unknown>) 
         yield* DurableDeferred.succeed(Approval, { token, value: true })
         const done = yield* pollUntil(Gate.poll(waiting), (r) => r._tag === "Complete")
         assert.deepStrictEqual(done._tag === "Complete" ? done.exit : undefined, Exit.succeed("prepared, approved"))
-      }).pipe(Effect.provide(workflows.pipe(Layer.provideMerge(layer())))))
+      }).pipe(Effect.provide(workflows.pipe(Layer.provideMerge(layer()))))
+    )
 
     it.live("purges the output of the runs it deletes, in the same pass", () =>
-      Effect.gen(function*() {
+      Effect.gen(function* () {
         const output = yield* AgentOutput
         const names = [unique("old"), unique("new")]
         const ids: Array<string> = []
@@ -70,15 +73,15 @@ const retentionSuite = (engine: string, layer: () => Layer.Layer<any, unknown>) 
         assert.strictEqual(report.deletedExecutions, 1)
         assert.strictEqual((yield* output.read(ids[0]!)).length, 0)
         assert.strictEqual((yield* output.read(ids[1]!)).length, 1)
-      }).pipe(Effect.provide(
-        Layer.mergeAll(workflows, AgentOutput.layer()).pipe(Layer.provideMerge(layer()))
-      )))
+      }).pipe(Effect.provide(Layer.mergeAll(workflows, AgentOutput.layer()).pipe(Layer.provideMerge(layer()))))
+    )
 
     it.live("deletes nothing without a limit", () =>
-      Effect.gen(function*() {
+      Effect.gen(function* () {
         yield* Greet.execute({ name: unique("kept") })
         assert.strictEqual((yield* Retention.cleanup({})).deletedExecutions, 0)
-      }).pipe(Effect.provide(workflows.pipe(Layer.provideMerge(layer())))))
+      }).pipe(Effect.provide(workflows.pipe(Layer.provideMerge(layer()))))
+    )
   })
 
 let counter = 0

@@ -35,35 +35,39 @@ const reasonOf = (
 
 describe("AgentMessage.decode", () => {
   it.effect("passes a modelled message through unchanged", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const raw = { ...result({}), extra_field_from_a_newer_cli: { kept: true } }
       const decoded = yield* AgentMessage.decode(raw)
       assert.strictEqual(decoded, raw)
-    }))
+    })
+  )
 
   it.effect("passes kinds it does not model through", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const raw = { type: "system", subtype: "some_future_notice", anything: 1 }
       assert.strictEqual<unknown>(yield* AgentMessage.decode(raw), raw)
-    }))
+    })
+  )
 
   it.effect("rejects a modelled message missing what we rely on", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const error = yield* Effect.flip(AgentMessage.decode({ type: "result", subtype: "success", session_id: "s" }))
       assert.strictEqual(error.reason._tag, "MalformedMessageError")
       assert.isFalse(error.isRetryable)
-    }))
+    })
+  )
 
   it.effect("rejects something that is not a message", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const error = yield* Effect.flip(AgentMessage.decode("not json"))
       assert.strictEqual(error.reason._tag, "MalformedMessageError")
-    }))
+    })
+  )
 })
 
 describe("AgentMessage.toResult", () => {
   it.effect("summarises a successful turn", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const summary = yield* AgentMessage.toResult(result({}), { lastAssistant: Option.none(), interrupted: false })
       assert.deepStrictEqual(
         { ...summary },
@@ -77,7 +81,8 @@ describe("AgentMessage.toResult", () => {
           durationMs: 120
         }
       )
-    }))
+    })
+  )
 
   it.effect.each([
     { status: 429, kind: "rate_limit", tag: "RateLimitError", retryable: true },
@@ -87,31 +92,34 @@ describe("AgentMessage.toResult", () => {
     { status: 400, kind: "invalid_request", tag: "ApiError", retryable: false },
     { status: null, kind: "unknown", tag: "ApiError", retryable: true }
   ])("classifies an API failure $status as $tag", ({ status, kind, tag, retryable }) =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const reason = yield* reasonOf(
         result({ is_error: true, api_error_status: status, result: "API Error" }),
         assistantWithError(kind)
       )
       assert.strictEqual(reason._tag, tag)
       assert.strictEqual(reason.isRetryable, retryable)
-    }))
+    })
+  )
 
   it.effect("reports limits with the turns and cost spent", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const reason = yield* reasonOf(result({ subtype: "error_max_turns", is_error: true }))
       assert.strictEqual(reason._tag, "LimitExceededError")
       if (reason._tag === "LimitExceededError") {
         assert.strictEqual(reason.limit, "max_turns")
         assert.strictEqual(reason.turns, 2)
       }
-    }))
+    })
+  )
 
   it.effect("tells our own interrupt apart from an execution error", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const failed = result({ subtype: "error_during_execution", is_error: true, errors: ["boom"] })
       assert.strictEqual((yield* reasonOf(failed, Option.none(), true))._tag, "InterruptedError")
       const reason = yield* reasonOf(failed, Option.none(), false)
       assert.strictEqual(reason._tag, "ExecutionError")
       assert.include(reason.message, "boom")
-    }))
+    })
+  )
 })

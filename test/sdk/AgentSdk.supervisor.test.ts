@@ -16,7 +16,7 @@ const setup = (script: ScriptedModel.Script, maxConcurrentQueries: number) =>
 
 /** Starts a query whose model never answers and waits until the CLI has asked. */
 const startHanging = (sdk: AgentSdk["Service"], model: ScriptedModel.ScriptedModel["Service"]) =>
-  Effect.gen(function*() {
+  Effect.gen(function* () {
     const before = (yield* model.modelRequests).length
     const handle = yield* sdk.query("hang")
     yield* Effect.forkScoped(Stream.runDrain(handle.stream))
@@ -26,7 +26,7 @@ const startHanging = (sdk: AgentSdk["Service"], model: ScriptedModel.ScriptedMod
 
 describe("AgentSdk supervisor", () => {
   it.live("holds a query beyond the limit until a process is free", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const sdk = yield* AgentSdk
       const model = yield* ScriptedModel.ScriptedModel
       const first = yield* Scope.make()
@@ -44,12 +44,19 @@ describe("AgentSdk supervisor", () => {
       assert.strictEqual(result.text, "second answer")
       assert.strictEqual((yield* model.modelRequests).length, 2)
       assert.strictEqual(yield* sdk.active, 0)
-    }).pipe(Effect.provide(setup([ScriptedModel.hang, ScriptedModel.text("second answer")], 1))))
+    }).pipe(Effect.provide(setup([ScriptedModel.hang, ScriptedModel.text("second answer")], 1)))
+  )
 
   it.live("stops every running process when the layer shuts down", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const layerScope = yield* Scope.make()
-      const context = yield* Layer.buildWithScope(setup(ScriptedModel.perSession(() => [ScriptedModel.hang]), 4), layerScope)
+      const context = yield* Layer.buildWithScope(
+        setup(
+          ScriptedModel.perSession(() => [ScriptedModel.hang]),
+          4
+        ),
+        layerScope
+      )
       const sdk = context.mapUnsafe.get(AgentSdk.key) as AgentSdk["Service"]
       const model = context.mapUnsafe.get(ScriptedModel.ScriptedModel.key) as ScriptedModel.ScriptedModel["Service"]
       // The queries' own scopes outlive the layer: only the supervisor can stop them.
@@ -62,5 +69,6 @@ describe("AgentSdk supervisor", () => {
       yield* Scope.close(layerScope, Exit.void)
       assert.isFalse(pids.some(isAlive))
       yield* Scope.close(callerScope, Exit.void)
-    }))
+    })
+  )
 })
