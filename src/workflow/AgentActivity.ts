@@ -17,7 +17,7 @@
  * @since 0.1.0
  */
 import type * as Sdk from "@anthropic-ai/claude-agent-sdk"
-import { Duration, Effect, Exit, Stream } from "effect"
+import { Duration, Effect, Exit, Schema, Stream } from "effect"
 import * as Activity from "effect/workflow/Activity"
 import * as DurableClock from "effect/workflow/DurableClock"
 import { WorkflowInstance } from "effect/workflow/WorkflowEngine"
@@ -153,12 +153,48 @@ const attemptActivity = <R>(name: string, attempt: number, prompt: string, optio
   })
 
 /**
- * Runs an agent query as a durable step of the current workflow.
+ * Two steps of one run used the same name. Step names are journal keys:
+ * Effect would silently hand the second step the first one's recorded result.
+ *
+ * @category errors
+ */
+export class DuplicateStepName extends Schema.TaggedError<DuplicateStepName>()("DuplicateStepName", {
+  step: Schema.String
+}) {
+  override get message(): string {
+    return `The step name "${this.step}" is used twice in one run; name loop iterations with AgentActivity.iteration`
+  }
+}
+
+// Per workflow instance: a replay gets a new instance, so the set is rebuilt
+// as the body replays, in the same order.
+const stepNames = new WeakMap<WorkflowInstance["Service"], Set<string>>()
+
+const claimStepName = (name: string) =>
+  Effect.flatMap(WorkflowInstance, (instance) => {
+    const names = stepNames.get(instance) ?? new Set<string>()
+    stepNames.set(instance, names)
+    if (names.has(name)) return Effect.die(new DuplicateStepName({ step: name }))
+    names.add(name)
+    return Effect.void
+  })
+
+/**
+ * The step name of a loop's `index`-th iteration: `review#3`.
+ *
+ * @category steps
+ */
+export const iteration = (name: string, index: number): string => `${name}#${index}`
+
+/**
+ * Runs an agent query as a durable step of the current workflow. `name` must
+ * be unique within the run (see `iteration` for loops).
  *
  * @category steps
  */
 export const query = <R = never>(name: string, prompt: string, options: Options<R> = {}) =>
   Effect.gen(function* () {
+    yield* claimStepName(name)
     const runId = (yield* WorkflowInstance).executionId
     const times = options.retry?.times ?? 3
     for (let attempt = 1; ; attempt++) {

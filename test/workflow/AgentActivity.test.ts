@@ -5,7 +5,7 @@ import { assert, describe, it } from "@effect/vitest"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
-import { Duration, Effect, Layer, Schema } from "effect"
+import { Cause, Duration, Effect, Exit, Layer, Schema } from "effect"
 import * as Workflow from "effect/workflow/Workflow"
 import type { WorkflowEngine } from "effect/workflow/WorkflowEngine"
 import * as AgentEngine from "../../src/engine/AgentEngine.ts"
@@ -27,6 +27,22 @@ const AskLayer = Ask.toLayer(({ question }) =>
   AgentActivity.query("ask", question, { retry: { times: 2, base: Duration.millis(50) } })
 )
 
+const Twice = Workflow.make("Test/Twice", {
+  payload: { id: Schema.String, distinct: Schema.Boolean },
+  success: Schema.Array(Schema.String),
+  error: AgentSdkError.AgentSdkError,
+  idempotencyKey: ({ id }) => id
+})
+
+const TwiceLayer = Twice.toLayer(({ distinct }) =>
+  Effect.forEach([0, 1], (i) =>
+    Effect.map(
+      AgentActivity.query(distinct ? AgentActivity.iteration("draft", i) : "draft", `Draft ${i}`),
+      (r) => r.text
+    )
+  )
+)
+
 const tempDir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "agent-activity-"))
 let files = 0
 
@@ -36,7 +52,7 @@ const engines: ReadonlyArray<readonly [string, () => Layer.Layer<WorkflowEngine,
 ]
 
 const setup = (engine: Layer.Layer<WorkflowEngine, unknown>, script: ScriptedModel.Script) =>
-  AskLayer.pipe(
+  Layer.mergeAll(AskLayer, TwiceLayer).pipe(
     Layer.provideMerge(engine),
     Layer.provideMerge(AgentOutput.layerMemory()),
     Layer.provideMerge(ScriptedModel.layerAgentSdk({ maxRetries: 0 })),
@@ -103,6 +119,24 @@ for (const [engineName, engine] of engines) {
     )
   })
 }
+
+describe("AgentActivity step names", () => {
+  it.live("refuses a step name used twice in one run, before the model is asked again", () =>
+    Effect.gen(function* () {
+      const model = yield* ScriptedModel.ScriptedModel
+      const exit = yield* Effect.exit(Twice.execute({ id: "t1", distinct: false }))
+      assert.isTrue(Exit.isFailure(exit))
+      assert.include(String(Exit.isFailure(exit) ? Cause.squash(exit.cause) : ""), 'step name "draft" is used twice')
+      assert.strictEqual((yield* model.modelRequests).length, 1)
+    }).pipe(Effect.provide(setup(AgentEngine.layerMemory, [ScriptedModel.text("one"), ScriptedModel.text("two")])))
+  )
+
+  it.live("runs every iteration of a loop named with iteration()", () =>
+    Effect.gen(function* () {
+      assert.deepStrictEqual(yield* Twice.execute({ id: "t2", distinct: true }), ["one", "two"])
+    }).pipe(Effect.provide(setup(AgentEngine.layerMemory, [ScriptedModel.text("one"), ScriptedModel.text("two")])))
+  )
+})
 
 describe("AgentActivity.backoff", () => {
   it("doubles from the base, is capped, and jitters deterministically within [half, all]", () => {
