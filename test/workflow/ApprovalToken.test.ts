@@ -15,8 +15,8 @@ const tamper = (token: string, change: Record<string, unknown>) => {
 const reasonOf = (token: string, purpose: "approval" | "input" = "approval") =>
   Effect.map(Effect.flip(verify(token, purpose)), (error) => error.reason)
 
-layer(ApprovalSecret.layer(Redacted.make(secret)))("ApprovalToken", (it) => {
-  it.effect("verifies what it signed, and signs the same claims the same way", () =>
+layer(ApprovalSecret.layer(Redacted.make(secret)))("ApprovalToken", (scoped) => {
+  scoped.effect("verifies what it signed, and signs the same claims the same way", () =>
     Effect.gen(function* () {
       const token = yield* sign(claims)
       assert.deepStrictEqual(yield* verify(token, "approval"), claims)
@@ -25,7 +25,7 @@ layer(ApprovalSecret.layer(Redacted.make(secret)))("ApprovalToken", (it) => {
     })
   )
 
-  it.effect("rejects changed claims as forged: another run, another step", () =>
+  scoped.effect("rejects changed claims as forged: another run, another step", () =>
     Effect.gen(function* () {
       const token = yield* sign(claims)
       assert.strictEqual(yield* reasonOf(tamper(token, { executionId: "exec-2" })), "forged")
@@ -33,7 +33,7 @@ layer(ApprovalSecret.layer(Redacted.make(secret)))("ApprovalToken", (it) => {
     })
   )
 
-  it.effect("rejects a changed or truncated signature as forged", () =>
+  scoped.effect("rejects a changed or truncated signature as forged", () =>
     Effect.gen(function* () {
       const token = yield* sign(claims)
       const last = token.at(-2) === "A" ? "B" : "A"
@@ -42,14 +42,14 @@ layer(ApprovalSecret.layer(Redacted.make(secret)))("ApprovalToken", (it) => {
     })
   )
 
-  it.effect("rejects a token for another purpose", () =>
+  scoped.effect("rejects a token for another purpose", () =>
     Effect.gen(function* () {
       const token = yield* sign(claims)
       assert.strictEqual(yield* reasonOf(token, "input"), "wrong_purpose")
     })
   )
 
-  it.effect("rejects what is not a token, and Effect's own unsigned tokens", () =>
+  scoped.effect("rejects what is not a token, and Effect's own unsigned tokens", () =>
     Effect.gen(function* () {
       assert.strictEqual(yield* reasonOf(""), "malformed")
       assert.strictEqual(yield* reasonOf("not-a-token"), "malformed")
@@ -59,7 +59,7 @@ layer(ApprovalSecret.layer(Redacted.make(secret)))("ApprovalToken", (it) => {
     })
   )
 
-  it.effect("rejects a token signed with another secret", () =>
+  scoped.effect("rejects a token signed with another secret", () =>
     Effect.gen(function* () {
       const foreign = yield* sign(claims).pipe(
         Effect.provide(ApprovalSecret.layer(Redacted.make("another-secret-that-is-also-long-enough!!")))
