@@ -24,3 +24,9 @@ export const summary = (samples: ReadonlyArray<number>) => {
       : (sorted[sorted.length / 2 - 1]! + sorted[sorted.length / 2]!) / 2
   return { min: sorted[0]!, median, max: sorted.at(-1)!, n: sorted.length }
 }
+
+/** The `p`-th percentile (0–100) of the samples, nearest-rank. */
+export const percentile = (samples: ReadonlyArray<number>, p: number): number => {
+  const sorted = samples.toSorted((a, b) => a - b)
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!
+}

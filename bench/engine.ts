@@ -14,7 +14,7 @@ import * as Workflow from "effect/workflow/Workflow"
 import type { WorkflowEngine } from "effect/workflow/WorkflowEngine"
 import * as AgentEngine from "../src/engine/AgentEngine.ts"
 import { createDatabase, dropDatabase } from "../test/engine/TestDatabase.ts"
-import type { Measurement } from "./Measurement.ts"
+import { type Measurement, percentile } from "./Measurement.ts"
 
 const Steps = Workflow.make("Bench/Steps", {
   payload: { id: Schema.String, steps: Schema.Number },
@@ -44,11 +44,6 @@ const workflows = Layer.mergeAll(
 
 let ids = 0
 const nextId = (label: string) => `${label}-${process.pid}-${++ids}`
-
-const percentile = (samples: ReadonlyArray<number>, p: number) => {
-  const sorted = samples.toSorted((a, b) => a - b)
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!
-}
 
 const waitSuspended = (executionId: string) =>
   Effect.gen(function* () {

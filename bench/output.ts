@@ -12,7 +12,7 @@ import * as SqliteClient from "../src/engine/SqliteClient.ts"
 import { AgentOutput } from "../src/output/AgentOutput.ts"
 import type { NewEvent } from "../src/output/OutputEvent.ts"
 import { createDatabase, dropDatabase } from "../test/engine/TestDatabase.ts"
-import type { Measurement } from "./Measurement.ts"
+import { type Measurement, percentile } from "./Measurement.ts"
 
 const batchOf = (from: number, size: number): ReadonlyArray<NewEvent> =>
   Array.from({ length: size }, (_, i) => ({
@@ -22,11 +22,6 @@ const batchOf = (from: number, size: number): ReadonlyArray<NewEvent> =>
     kind: "text_delta" as const,
     payload: { text: "a token or two" }
   }))
-
-const percentile = (samples: ReadonlyArray<number>, p: number) => {
-  const sorted = samples.toSorted((a, b) => a - b)
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!
-}
 
 const throughput = (label: string, trials: number, batches: number) =>
   Effect.gen(function* () {
