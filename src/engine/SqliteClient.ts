@@ -1,161 +1,104 @@
 /**
- * A small `effect/sql` client for SQLite over the runtime's built-in driver:
- * `node:sqlite` on Node 22.5+, `bun:sqlite` on Bun.
+ * An `effect/sql` client for SQLite over the runtime's built-in driver:
+ * `node:sqlite` on Node, `bun:sqlite` on Bun (see `SqliteDriver`).
  *
  * No published SQLite client loads with effect 4.1 yet (the 4.0 betas of
  * `@effect/sql-sqlite-node` import `effect/unstable/*` paths that 4.1
- * removed), and the embedded engine needs one. This provides the standard
- * `SqlClient`, so it can be swapped for the official package when a 4.1
- * release ships: nothing else in the project names it but the engine layer.
+ * removed), and the embedded engine needs one. This one provides the standard
+ * `SqlClient` with the `sqlite` dialect and follows the official client's
+ * options and behaviour, so it can be swapped for that package when a 4.1
+ * release ships; `effect/cluster`'s SQL storages and `effect/sql`'s Migrator
+ * run on it unchanged.
  *
- * One connection serves every fiber; a semaphore gives it to one at a time,
- * so a transaction's statements never interleave with another fiber's.
+ * One connection serves every fiber. Effect's `makeSqliteAcquirers` lends it
+ * to one fiber at a time, and a transaction keeps it from `BEGIN` to
+ * `COMMIT`, so another fiber's statements never land inside it. Writable
+ * connections begin transactions with `BEGIN IMMEDIATE`: a transaction that
+ * reads and then writes would otherwise fail at once with `SQLITE_BUSY` when
+ * another process holds the write lock, instead of waiting for it.
+ *
+ * Gotchas:
+ * - The drivers are synchronous: a statement, and a wait for another
+ *   process's lock (up to `busyTimeout`), block the event loop.
+ * - A `.stream` holds the connection until it ends, so a consumer that queries
+ *   the same client while it runs waits forever; collect first, or run the
+ *   stream inside `withTransaction`, where both share the transaction.
+ * - One statement per call: SQLite ignores whatever follows the first `;`.
+ * - `updateValues` is not supported by the SQLite dialect.
  *
  * @since 0.1.0
  */
-import { Config, Context, Effect, Layer, Predicate, Scope, Semaphore, Stream } from "effect"
+import { Cause, Config, Context, Duration, Effect, Layer, Predicate, Scope, Semaphore, Stream } from "effect"
 import * as Reactivity from "effect/reactivity/Reactivity"
 import * as SqlClient from "effect/sql/SqlClient"
 import type * as SqlConnection from "effect/sql/SqlConnection"
-import { classifySqliteError, SqlError } from "effect/sql/SqlError"
+import { classifySqliteError, ConnectionError, SqlError } from "effect/sql/SqlError"
 import * as Statement from "effect/sql/Statement"
+import * as SqliteDriver from "./SqliteDriver.ts"
 
 /**
+ * Options of `make` and `layer`; the names follow `@effect/sql-sqlite-node`.
+ *
  * @category models
  */
-export interface Options {
+export interface SqliteClientConfig {
   /** A path, or `":memory:"`. */
   readonly filename: string
+  /** Opens the file read-only; writes fail with "attempt to write a readonly database". */
   readonly readonly?: boolean | undefined
-  /** Default `"wal"` for files: readers do not block the writer, and a crash loses nothing committed. */
-  readonly journalMode?: "wal" | "delete" | "truncate" | "memory" | undefined
-  /** How long a statement waits for another process's lock. Default 5000 ms. */
-  readonly busyTimeoutMs?: number | undefined
+  /**
+   * Keeps the file's journal mode. By default a writable file database is
+   * switched to WAL: readers do not block the writer, and commits are cheap.
+   */
+  readonly disableWAL?: boolean | undefined
+  /**
+   * `PRAGMA synchronous`. Default `"normal"` in WAL mode, which loses nothing
+   * committed when the process dies (kill -9), only on power loss; SQLite's
+   * default (`"full"`) otherwise.
+   */
+  readonly synchronous?: "off" | "normal" | "full" | "extra" | undefined
+  /** How long a statement waits for another connection's lock before failing. Default 5 seconds. */
+  readonly busyTimeout?: Duration.Input | undefined
+  /** Enforces `REFERENCES` constraints. Default `true`. */
   readonly foreignKeys?: boolean | undefined
-  /** Prepared statements kept for reuse. Default 200. */
-  readonly statementCacheSize?: number | undefined
+  /** Prepared statements kept for reuse, least recently used dropped first. Default 200; 0 disables the cache. */
+  readonly prepareCacheSize?: number | undefined
+  /** Added to every statement's and transaction's span. */
+  readonly spanAttributes?: Record<string, unknown> | undefined
+  /** Renames result columns, e.g. `String.snakeToCamel`. */
   readonly transformResultNames?: ((name: string) => string) | undefined
+  /** Renames identifiers and insert/update keys in queries, e.g. `String.camelToSnake`. */
   readonly transformQueryNames?: ((name: string) => string) | undefined
 }
 
-// ----------------------------------------------------------------------------
-// the driver seam: the little we need from node:sqlite and bun:sqlite
-// ----------------------------------------------------------------------------
-
-interface DriverStatement {
-  readonly isReader: boolean
-  readonly all: (params: ReadonlyArray<unknown>) => ReadonlyArray<Record<string, unknown>>
-  readonly values: (params: ReadonlyArray<unknown>) => ReadonlyArray<ReadonlyArray<unknown>>
-  readonly run: (params: ReadonlyArray<unknown>) => void
+/**
+ * The client: a `SqlClient` that also tells how it was opened.
+ *
+ * @category models
+ */
+export interface Service extends SqlClient.SqlClient {
+  readonly config: SqliteClientConfig
+  /** Not supported in SQLite (its compiler renders nothing for it). */
+  readonly updateValues: never
 }
-
-interface Driver {
-  readonly prepare: (sql: string) => DriverStatement
-  readonly exec: (sql: string) => void
-  readonly close: () => void
-}
-
-const isBun = typeof process !== "undefined" && process.versions.bun !== undefined
-
-// node:sqlite binds no booleans, undefined or Dates; SQLite stores them as 0/1, NULL and ISO text.
-const bindable = (value: unknown): unknown =>
-  value === undefined
-    ? null
-    : typeof value === "boolean"
-      ? value
-        ? 1
-        : 0
-      : value instanceof Date
-        ? value.toISOString()
-        : value
-
-const bind = (params: ReadonlyArray<unknown>) => params.map(bindable) as Array<any>
-
-const openNode = async (options: Options): Promise<Driver> => {
-  const { DatabaseSync } = await import("node:sqlite")
-  const db = new DatabaseSync(options.filename, { readOnly: options.readonly ?? false })
-  return {
-    prepare: (sql) => {
-      const statement = db.prepare(sql)
-      const isReader = statement.columns().length > 0
-      // A second statement returns rows as arrays; prepared only when `.values` asks.
-      let arrays: ReturnType<typeof db.prepare> | undefined
-      return {
-        isReader,
-        all: (params) => statement.all(...bind(params)) as any,
-        values: (params) => {
-          if (!isReader) {
-            statement.run(...bind(params))
-            return []
-          }
-          if (arrays === undefined) {
-            arrays = db.prepare(sql)
-            arrays.setReturnArrays(true)
-          }
-          return arrays.all(...bind(params)) as any
-        },
-        run: (params) => void statement.run(...bind(params))
-      }
-    },
-    exec: (sql) => db.exec(sql),
-    close: () => db.close()
-  }
-}
-
-const openBun = async (options: Options): Promise<Driver> => {
-  // A variable specifier keeps Node's resolver (and TypeScript) away from bun:sqlite.
-  const specifier = "bun:sqlite"
-  const { Database } = await import(specifier)
-  const db = new Database(options.filename, options.readonly ? { readonly: true } : { create: true, readwrite: true })
-  return {
-    prepare: (sql) => {
-      const statement = db.prepare(sql)
-      return {
-        isReader: statement.columnNames.length > 0,
-        all: (params) => statement.all(...bind(params)),
-        values: (params) => statement.values(...bind(params)),
-        run: (params) => void statement.run(...bind(params))
-      }
-    },
-    exec: (sql) => db.exec(sql),
-    close: () => db.close()
-  }
-}
-
-// ----------------------------------------------------------------------------
-// the client
-// ----------------------------------------------------------------------------
 
 /**
  * The SQLite client, for code that needs to know it talks to SQLite.
  *
  * @category services
  */
-export class SqliteClient extends Context.Service<
-  SqliteClient,
-  SqlClient.SqlClient & {
-    readonly filename: string
-  }
->()("effect-claude-agent/engine/SqliteClient") {}
+export class SqliteClient extends Context.Service<SqliteClient, Service>()("effect-claude-agent/engine/SqliteClient") {}
 
-/**
- * node:sqlite reports the SQLite result code as `errcode` under the generic
- * `code: "ERR_SQLITE_ERROR"`; Effect's classifier reads `errno`.
- */
-const normalize = (cause: unknown): unknown =>
-  Predicate.hasProperty(cause, "errcode") && typeof cause.errcode === "number"
-    ? Object.assign(new Error(cause instanceof Error ? cause.message : String(cause), { cause }), {
-        errno: cause.errcode
-      })
-    : cause
+// SQLite's own cap on the busy timeout (a C int of milliseconds).
+const maxBusyTimeout = 2_147_483_647
 
-const fail = (operation: string, message: string) => (cause: unknown) =>
-  new SqlError({ reason: classifySqliteError(normalize(cause), { message, operation }) })
+type TransformRows = <A extends object>(rows: ReadonlyArray<A>) => ReadonlyArray<A>
 
-const withRows = <A>(
-  rows: Effect.Effect<ReadonlyArray<A>, SqlError>,
-  transform: ((rows: ReadonlyArray<any>) => ReadonlyArray<any>) | undefined
-) => (transform === undefined ? rows : Effect.map(rows, transform))
+const withRows = (rows: Effect.Effect<ReadonlyArray<any>, SqlError>, transform: TransformRows | undefined) =>
+  transform === undefined ? rows : Effect.map(rows, transform)
+
+const causeMessage = (cause: unknown): string =>
+  Predicate.hasProperty(cause, "message") && typeof cause.message === "string" ? cause.message : String(cause)
 
 /**
  * Opens the database for the life of the current scope.
@@ -163,111 +106,211 @@ const withRows = <A>(
  * @category constructors
  */
 export const make = (
-  options: Options
-): Effect.Effect<SqliteClient["Service"], SqlError, Scope.Scope | Reactivity.Reactivity> =>
+  config: SqliteClientConfig
+): Effect.Effect<Service, SqlError, Scope.Scope | Reactivity.Reactivity> =>
   Effect.gen(function* () {
-    const compiler = Statement.makeCompilerSqlite(options.transformQueryNames)
-    const transformRows = options.transformResultNames
-      ? Statement.defaultTransforms(options.transformResultNames).array
+    const { filename } = config
+    const readonly = config.readonly === true
+    const compiler = Statement.makeCompilerSqlite(config.transformQueryNames)
+    const transformRows = config.transformResultNames
+      ? Statement.defaultTransforms(config.transformResultNames).array
       : undefined
 
-    const driver = yield* Effect.acquireRelease(
+    let closed = false
+    const cache = new Map<string, SqliteDriver.Statement>()
+
+    const failure = (cause: unknown, operation: string, message: string): SqlError => {
+      if (closed) return closedError(operation)
+      // node:sqlite reports the SQLite result code as `errcode` (its `code` is
+      // the generic ERR_SQLITE_ERROR); Effect's classifier reads `errno`.
+      if (
+        Predicate.hasProperty(cause, "errcode") &&
+        typeof cause.errcode === "number" &&
+        !Predicate.hasProperty(cause, "errno")
+      ) {
+        Object.assign(cause, { errno: cause.errcode })
+      }
+      return new SqlError({
+        reason: classifySqliteError(cause, { message: `${message}: ${causeMessage(cause)}`, operation })
+      })
+    }
+    const closedError = (operation: string) =>
+      new SqlError({
+        reason: new ConnectionError({
+          message: `SQLite database ${filename} is closed`,
+          operation,
+          cause: new Error(`SQLite database ${filename} is closed`)
+        })
+      })
+
+    const db = yield* Effect.acquireRelease(
       Effect.tryPromise({
-        try: () => (isBun ? openBun(options) : openNode(options)),
-        catch: fail("open", `Cannot open SQLite database ${options.filename}`)
+        try: () => SqliteDriver.open({ filename, readonly }),
+        catch: (cause) => failure(cause, "open", `Cannot open SQLite database ${filename}`)
       }),
-      (db) => Effect.sync(() => db.close())
+      (opened) =>
+        Effect.sync(() => {
+          closed = true
+          cache.clear()
+          opened.close()
+        })
     )
 
-    const pragma = (sql: string) => Effect.try({ try: () => driver.exec(sql), catch: fail("pragma", `Failed: ${sql}`) })
-    yield* pragma(`PRAGMA busy_timeout = ${options.busyTimeoutMs ?? 5000}`)
-    if (options.filename !== ":memory:" && !options.readonly) {
-      yield* pragma(`PRAGMA journal_mode = ${options.journalMode ?? "wal"}`)
-      // WAL with NORMAL sync is durable against process crashes (kill -9), which is the failure we design for.
-      yield* pragma("PRAGMA synchronous = NORMAL")
-    }
-    if (options.foreignKeys ?? true) yield* pragma("PRAGMA foreign_keys = ON")
+    const pragma = (setting: string) =>
+      Effect.try({
+        try: () => db.exec(`PRAGMA ${setting}`),
+        catch: (cause) => failure(cause, "open", `Cannot set PRAGMA ${setting} on ${filename}`)
+      })
+    const busyTimeout = Math.min(
+      maxBusyTimeout,
+      Math.max(0, Math.round(Duration.toMillis(config.busyTimeout ?? Duration.seconds(5))))
+    )
+    // First, so that switching to WAL below waits for other connections too.
+    yield* pragma(`busy_timeout = ${busyTimeout}`)
+    yield* pragma(`foreign_keys = ${config.foreignKeys === false ? "OFF" : "ON"}`)
+    const wal = !readonly && config.disableWAL !== true && filename !== ":memory:" && filename !== ""
+    if (wal) yield* pragma("journal_mode = WAL")
+    const synchronous = config.synchronous ?? (wal ? "normal" : undefined)
+    if (synchronous !== undefined && !readonly) yield* pragma(`synchronous = ${synchronous.toUpperCase()}`)
 
-    const cacheSize = options.statementCacheSize ?? 200
-    const cache = new Map<string, DriverStatement>()
-    const prepare = (sql: string): DriverStatement => {
-      let statement = cache.get(sql)
-      if (statement !== undefined) {
-        // Map keeps insertion order: re-inserting makes this the most recent.
+    const cacheSize = Math.max(0, config.prepareCacheSize ?? 200)
+    const prepare = (sql: string): SqliteDriver.Statement => {
+      const cached = cache.get(sql)
+      if (cached !== undefined) {
+        // A Map keeps insertion order: re-inserting makes this the most recent.
         cache.delete(sql)
-      } else {
-        statement = driver.prepare(sql)
-        if (cache.size >= cacheSize) cache.delete(cache.keys().next().value!)
+        cache.set(sql, cached)
+        return cached
       }
-      cache.set(sql, statement)
+      const statement = db.prepare(sql)
+      if (cacheSize > 0) {
+        if (cache.size >= cacheSize) cache.delete(cache.keys().next().value!)
+        cache.set(sql, statement)
+      }
       return statement
     }
 
-    const run = (sql: string, params: ReadonlyArray<unknown>, cached: boolean) =>
-      Effect.try({
-        try: () => {
-          const statement = cached ? prepare(sql) : driver.prepare(sql)
-          if (statement.isReader) return statement.all(params)
-          statement.run(params)
-          return []
-        },
-        catch: fail("execute", "Failed to execute statement")
+    // Runs one synchronous driver call as an effect, reading big integers as
+    // bigints when the caller provided `SqlClient.SafeIntegers`.
+    const attempt = <A>(operation: string, f: (bigints: boolean) => A): Effect.Effect<A, SqlError> =>
+      Effect.withFiber((fiber) => {
+        if (closed) return Effect.fail(closedError(operation))
+        try {
+          return Effect.succeed(f(fiber.getRef(SqlClient.SafeIntegers)))
+        } catch (cause) {
+          return Effect.fail(failure(cause, operation, "Failed to execute statement"))
+        }
+      })
+
+    const execute = (sql: string, params: ReadonlyArray<unknown>, cached: boolean) =>
+      attempt("execute", (bigints) => {
+        const statement = cached ? prepare(sql) : db.prepare(sql)
+        if (statement.returnsRows) return statement.all(params, bigints)
+        statement.run(params, bigints)
+        return []
       })
 
     const values = (sql: string, params: ReadonlyArray<unknown>, cached: boolean) =>
-      Effect.try({
-        try: () => (cached ? prepare(sql) : driver.prepare(sql)).values(params),
-        catch: fail("execute", "Failed to execute statement")
+      attempt("values", (bigints) => {
+        const statement = cached ? prepare(sql) : db.prepare(sql)
+        if (statement.returnsRows) return statement.values(params, bigints)
+        statement.run(params, bigints)
+        return []
       })
 
+    // Rows in chunks as SQLite steps through them. A statement of its own, so
+    // a query run from the consumer cannot reset it halfway.
+    const stream = (
+      sql: string,
+      params: ReadonlyArray<unknown>,
+      transform: TransformRows | undefined
+    ): Stream.Stream<any, SqlError> =>
+      Stream.unwrap(
+        Effect.map(
+          Effect.acquireRelease(
+            attempt("stream", (bigints) => db.prepare(sql).iterate(params, bigints)),
+            (iterator) => Effect.sync(() => void iterator.return?.())
+          ),
+          (iterator) => {
+            const pull = attempt("stream", () => {
+              const rows: Array<SqliteDriver.Row> = []
+              for (let next = iterator.next(); !next.done; next = iterator.next()) {
+                rows.push(next.value)
+                if (rows.length === 256) break
+              }
+              return rows
+            })
+            return Stream.fromPull(
+              Effect.succeed(
+                Effect.flatMap(pull, (chunk) =>
+                  chunk.length === 0
+                    ? Cause.done()
+                    : Effect.succeed((transform === undefined ? chunk : transform(chunk)) as [any, ...Array<any>])
+                )
+              )
+            )
+          }
+        )
+      )
+
     const connection: SqlConnection.Connection = {
-      execute: (sql, params, transform) => withRows(run(sql, params, true), transform),
-      executeRaw: (sql, params) => run(sql, params, true),
-      executeStream: (sql, params, transform) => Stream.fromIterableEffect(withRows(run(sql, params, true), transform)),
+      execute: (sql, params, transform) => withRows(execute(sql, params, true), transform),
+      executeUnprepared: (sql, params, transform) => withRows(execute(sql, params, false), transform),
+      // A write reports `{ changes, lastInsertRowid }`; a query its rows.
+      executeRaw: (sql, params) =>
+        attempt("execute", (bigints): unknown => {
+          const statement = prepare(sql)
+          return statement.returnsRows ? statement.all(params, bigints) : statement.run(params, bigints)
+        }),
       executeValues: (sql, params) => values(sql, params, true),
       executeValuesUnprepared: (sql, params) => values(sql, params, false),
-      executeUnprepared: (sql, params, transform) => withRows(run(sql, params, false), transform)
+      executeStream: stream
     }
 
-    const semaphore = yield* Semaphore.make(1)
-    // Held until the borrower's scope closes: a transaction keeps the
-    // connection to itself from BEGIN to COMMIT.
-    const acquirer = Effect.as(
-      Effect.acquireRelease(semaphore.take(1), () => semaphore.release(1)),
-      connection
-    )
+    const acquirers = SqlClient.makeSqliteAcquirers({
+      connection: Effect.suspend(() => (closed ? Effect.fail(closedError("acquire")) : Effect.succeed(connection))),
+      semaphore: yield* Semaphore.make(1),
+      isTransaction: () => !closed && db.isTransaction()
+    })
 
     const client = yield* SqlClient.make({
-      acquirer,
+      acquirer: acquirers.acquirer,
+      borrower: acquirers.borrower,
+      transactionAcquirer: acquirers.transactionAcquirer,
+      onCommitFailure: acquirers.onCommitFailure,
+      isTransaction: acquirers.isTransaction,
       compiler,
-      spanAttributes: [
-        ["db.system.name", "sqlite"],
-        ["db.namespace", options.filename]
-      ],
+      driver: db.driver,
+      spanAttributes: [...Object.entries(config.spanAttributes ?? {}), ["db.system.name", "sqlite"]],
       transformRows,
-      driver: "sqlite"
-    } as SqlClient.SqlClient.MakeOptions)
+      prepareTransactionControls: true,
+      beginTransaction: readonly ? "BEGIN" : "BEGIN IMMEDIATE",
+      releaseSavepoint: (name) => `RELEASE SAVEPOINT ${name}`
+    })
 
-    return Object.assign(client, { filename: options.filename }) as SqliteClient["Service"]
+    return Object.assign(client, { config }) as Service
   })
 
-/**
- * Provides both `SqliteClient` and the generic `SqlClient`.
- *
- * @category layers
- */
-export const layer = (options: Options): Layer.Layer<SqliteClient | SqlClient.SqlClient, SqlError> =>
-  Layer.effectContext(
-    Effect.map(make(options), (client) =>
-      Context.make(SqliteClient, client).pipe(Context.add(SqlClient.SqlClient, client))
-    )
-  ).pipe(Layer.provide(Reactivity.layer))
+const toContext = (client: Service) => Context.make(SqliteClient, client).pipe(Context.add(SqlClient.SqlClient, client))
 
 /**
- * Reads the file name from `AGENT_SQLITE_FILENAME`.
+ * Provides both `SqliteClient` and the generic `SqlClient`; the database is
+ * closed when the layer's scope closes.
  *
  * @category layers
  */
-export const layerConfig: Layer.Layer<SqliteClient | SqlClient.SqlClient, SqlError | Config.ConfigError> = Layer.unwrap(
-  Effect.map(Config.String("AGENT_SQLITE_FILENAME"), (filename) => layer({ filename }))
-)
+export const layer = (config: SqliteClientConfig): Layer.Layer<SqliteClient | SqlClient.SqlClient, SqlError> =>
+  Layer.effectContext(Effect.map(make(config), toContext)).pipe(Layer.provide(Reactivity.layer))
+
+/**
+ * `layer`, with the options read from `Config`, e.g.
+ * `layerConfig({ filename: Config.String("AGENT_SQLITE_FILENAME") })`.
+ *
+ * @category layers
+ */
+export const layerConfig = (
+  config: Config.Wrap<SqliteClientConfig>
+): Layer.Layer<SqliteClient | SqlClient.SqlClient, SqlError | Config.ConfigError> =>
+  Layer.effectContext(Config.unwrap(config).pipe(Effect.flatMap(make), Effect.map(toContext))).pipe(
+    Layer.provide(Reactivity.layer)
+  )
