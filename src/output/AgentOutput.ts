@@ -90,6 +90,10 @@ export class AgentOutput extends Context.Service<
     readonly status: (
       runId: string
     ) => Effect.Effect<Option.Option<{ readonly lastSequence: number; readonly ended: boolean }>, SqlError>
+    /** The highest attempt number a step of the run has published under; 0 if none. */
+    readonly lastAttempt: (runId: string, step: string) => Effect.Effect<number, SqlError>
+    /** The names of the steps that published to a run's log, in no order. */
+    readonly steps: (runId: string) => Effect.Effect<ReadonlyArray<string>, SqlError>
     /** A payload moved to the blob table. */
     readonly readBlob: (id: string) => Effect.Effect<unknown, UnknownBlob | SqlError>
     /** Deletes the output of these runs (for `Retention.cleanup`'s `onPurge`). */
@@ -355,6 +359,19 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
       })
     )
 
+  const lastAttempt = (runId: string, step: string) =>
+    Effect.map(
+      sql<{ readonly attempt: number | string | null }>`SELECT MAX(attempt) AS attempt FROM agent_output_events
+        WHERE run_id = ${runId} AND step = ${step}`,
+      (rows) => Number(rows[0]?.attempt ?? 0)
+    )
+
+  const steps = (runId: string) =>
+    Effect.map(
+      sql<{ readonly step: string }>`SELECT DISTINCT step FROM agent_output_events WHERE run_id = ${runId}`,
+      (rows) => rows.map((row) => row.step)
+    )
+
   const readBlob = (id: string) =>
     Effect.flatMap(sql<{ readonly data: string }>`SELECT data FROM agent_output_blobs WHERE id = ${id}`, (rows) =>
       rows.length === 0 ? Effect.fail(new UnknownBlob({ id })) : Effect.succeed(JSON.parse(rows[0]!.data))
@@ -371,5 +388,5 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
           })
         )
 
-  return AgentOutput.of({ publish, end, read, subscribe, status, readBlob, purge })
+  return AgentOutput.of({ publish, end, read, subscribe, status, lastAttempt, steps, readBlob, purge })
 })

@@ -21,6 +21,8 @@ export const Kind = Schema.Literals([
   "tool_result",
   "status",
   "approval_requested",
+  "input_requested",
+  "decided",
   "result",
   "error"
 ])

@@ -17,7 +17,7 @@
  * @since 0.1.0
  */
 import type * as Sdk from "@anthropic-ai/claude-agent-sdk"
-import { Duration, Effect, Exit, Schema, Stream } from "effect"
+import { Duration, Effect, Exit, Stream } from "effect"
 import * as Activity from "effect/workflow/Activity"
 import * as DurableClock from "effect/workflow/DurableClock"
 import { WorkflowInstance } from "effect/workflow/WorkflowEngine"
@@ -26,6 +26,8 @@ import type { NewEvent } from "../output/OutputEvent.ts"
 import * as AgentMessage from "../sdk/AgentMessage.ts"
 import { AgentSdk, type QueryOptions } from "../sdk/AgentSdk.ts"
 import * as AgentSdkError from "../sdk/AgentSdkError.ts"
+import { SessionStore } from "../sdk/SessionStore.ts"
+import * as StepName from "./StepName.ts"
 
 /**
  * How transient failures are retried.
@@ -45,8 +47,10 @@ export interface RetryPolicy {
  * @category models
  */
 export interface Options<R = never> {
-  /** Options of the agent query itself (tools, model, resume, …). */
+  /** Options of the agent query itself (tools, model, …). */
   readonly query?: QueryOptions<R>
+  /** Continue this session (a `QueryResult.sessionId` of an earlier step). */
+  readonly session?: string | undefined
   readonly retry?: RetryPolicy
 }
 
@@ -124,15 +128,36 @@ const attemptActivity = <R>(name: string, attempt: number, prompt: string, optio
       const runId = (yield* WorkflowInstance).executionId
       const output = yield* AgentOutput
       const sdk = yield* AgentSdk
+      // With a SessionStore the transcript is mirrored to the database as the
+      // CLI writes it, and a resume on any runner loads it back from there.
+      const sessions = yield* Effect.serviceOption(SessionStore)
+      // Each execution publishes under a number of its own. An execution cut
+      // off by a crash is run again by the engine as the same retry attempt;
+      // the model may answer differently, so the new execution must not
+      // continue the old one's partial output.
+      const execution = (yield* output.lastAttempt(runId, name)) + 1
       let index = 0
       const publish = (events: ReadonlyArray<Pick<NewEvent, "kind" | "payload">>) =>
         output.publish(
           runId,
-          events.map((event) => ({ ...event, step: name, attempt, index: index++ }))
+          events.map((event) => ({ ...event, step: name, attempt: execution, index: index++ }))
         )
-      yield* publish([{ kind: "status", payload: { state: "attempt_started", attempt } }])
-      const handle = yield* sdk.query(prompt, { ...options.query, includePartialMessages: true })
+      yield* Effect.annotateCurrentSpan({ "run.id": runId, "agent.execution": execution })
+      yield* publish([{ kind: "status", payload: { state: "attempt_started", attempt, execution } }])
+      const handle = yield* sdk.query(prompt, {
+        ...options.query,
+        ...(options.session === undefined ? {} : { resume: options.session }),
+        ...(sessions._tag === "Some" ? { sessionStore: sessions.value.adapter } : {}),
+        includePartialMessages: true
+      })
       yield* handle.stream.pipe(
+        // The SDK drops a transcript batch the store refused; a later resume
+        // would miss those turns, so the attempt must not count as done.
+        Stream.tap((message) =>
+          message.type === "system" && message.subtype === "mirror_error"
+            ? Effect.die(new Error(`The session store refused the transcript: ${String(message.error)}`))
+            : Effect.void
+        ),
         Stream.flatMap((message) => Stream.fromIterable(toEvents(message))),
         // Batches keep the log's write rate sane while text streams token by token.
         Stream.groupedWithin(64, Duration.millis(25)),
@@ -144,57 +169,31 @@ const attemptActivity = <R>(name: string, attempt: number, prompt: string, optio
         )
       )
       yield* publish([{ kind: "result", payload: result }])
+      yield* Effect.annotateCurrentSpan({
+        "agent.session_id": result.sessionId,
+        "agent.input_tokens": result.usage.inputTokens,
+        "agent.output_tokens": result.usage.outputTokens,
+        "agent.cost_usd": result.costUsd,
+        "agent.turns": result.turns
+      })
       return result
     }).pipe(
       Effect.scoped,
+      Effect.withSpan("AgentActivity.attempt", { attributes: { step: name, attempt } }),
       // The log itself failing is not the model's fault: it is a defect of this attempt.
       Effect.catchTag(["OutputClosed", "SqlError"], Effect.die)
     )
   })
 
 /**
- * Two steps of one run used the same name. Step names are journal keys:
- * Effect would silently hand the second step the first one's recorded result.
- *
- * @category errors
- */
-export class DuplicateStepName extends Schema.TaggedError<DuplicateStepName>()("DuplicateStepName", {
-  step: Schema.String
-}) {
-  override get message(): string {
-    return `The step name "${this.step}" is used twice in one run; name loop iterations with AgentActivity.iteration`
-  }
-}
-
-// Per workflow instance: a replay gets a new instance, so the set is rebuilt
-// as the body replays, in the same order.
-const stepNames = new WeakMap<WorkflowInstance["Service"], Set<string>>()
-
-const claimStepName = (name: string) =>
-  Effect.flatMap(WorkflowInstance, (instance) => {
-    const names = stepNames.get(instance) ?? new Set<string>()
-    stepNames.set(instance, names)
-    if (names.has(name)) return Effect.die(new DuplicateStepName({ step: name }))
-    names.add(name)
-    return Effect.void
-  })
-
-/**
- * The step name of a loop's `index`-th iteration: `review#3`.
- *
- * @category steps
- */
-export const iteration = (name: string, index: number): string => `${name}#${index}`
-
-/**
  * Runs an agent query as a durable step of the current workflow. `name` must
- * be unique within the run (see `iteration` for loops).
+ * be unique within the run (see `StepName.iteration` for loops).
  *
  * @category steps
  */
 export const query = <R = never>(name: string, prompt: string, options: Options<R> = {}) =>
   Effect.gen(function* () {
-    yield* claimStepName(name)
+    yield* StepName.claim(name)
     const runId = (yield* WorkflowInstance).executionId
     const times = options.retry?.times ?? 3
     for (let attempt = 1; ; attempt++) {
@@ -212,4 +211,4 @@ export const query = <R = never>(name: string, prompt: string, options: Options<
         duration: backoff(options.retry ?? {}, attempt, `${runId}/${name}`)
       })
     }
-  }).pipe(Effect.withSpan("AgentActivity.query", { attributes: { step: name } }))
+  }).pipe(Effect.withSpan("AgentActivity.query", { attributes: { step: name } }), Effect.annotateLogs({ step: name }))

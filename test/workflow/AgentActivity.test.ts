@@ -15,6 +15,7 @@ import * as AgentSdkError from "../../src/sdk/AgentSdkError.ts"
 import { PermissionPolicy } from "../../src/sdk/PermissionPolicy.ts"
 import * as ScriptedModel from "../../src/testing/ScriptedModel.ts"
 import * as AgentActivity from "../../src/workflow/AgentActivity.ts"
+import * as StepName from "../../src/workflow/StepName.ts"
 
 const Ask = Workflow.make("Test/Ask", {
   payload: { id: Schema.String, question: Schema.String },
@@ -36,10 +37,7 @@ const Twice = Workflow.make("Test/Twice", {
 
 const TwiceLayer = Twice.toLayer(({ distinct }) =>
   Effect.forEach([0, 1], (i) =>
-    Effect.map(
-      AgentActivity.query(distinct ? AgentActivity.iteration("draft", i) : "draft", `Draft ${i}`),
-      (r) => r.text
-    )
+    Effect.map(AgentActivity.query(distinct ? StepName.iteration("draft", i) : "draft", `Draft ${i}`), (r) => r.text)
   )
 )
 

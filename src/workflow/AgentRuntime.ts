@@ -1,0 +1,79 @@
+/**
+ * Everything the workflow layer needs, on one database: the engine, the
+ * output log, the requests people decide, and the agent sessions.
+ *
+ * Workflows registered on top of this (with `AgentWorkflow.toLayer`) also
+ * need an `AgentSdk` (the real API, or the scripted model in tests) and the
+ * `ApprovalSecret` their tokens are signed with.
+ *
+ * @since 0.1.0
+ */
+import { Config, Effect, Layer } from "effect"
+import type { SqlClient } from "effect/sql/SqlClient"
+import type { WorkflowEngine } from "effect/workflow/WorkflowEngine"
+import * as AgentEngine from "../engine/AgentEngine.ts"
+import * as SqliteClient from "../engine/SqliteClient.ts"
+import { AgentOutput } from "../output/AgentOutput.ts"
+import { SessionStore } from "../sdk/SessionStore.ts"
+import type { ApprovalSecret } from "./ApprovalToken.ts"
+import { Approvals } from "./Approvals.ts"
+
+/**
+ * The services of the workflow layer.
+ *
+ * @category models
+ */
+export type Services = WorkflowEngine | AgentOutput | Approvals | SessionStore
+
+/**
+ * The output log, requests and sessions in the engine's own database.
+ *
+ * @category layers
+ */
+export const layerServices: Layer.Layer<
+  AgentOutput | Approvals | SessionStore,
+  unknown,
+  SqlClient | WorkflowEngine | ApprovalSecret
+> = Approvals.layer.pipe(Layer.provideMerge(AgentOutput.layer()), Layer.merge(SessionStore.layer))
+
+/**
+ * The workflow layer on a database: memory, an SQLite file, or Postgres (one
+ * process, or a runner of a cluster when `runner` is given).
+ *
+ * @category layers
+ */
+export const layer = (
+  database: AgentEngine.Database,
+  options: { readonly runner?: { readonly host: string; readonly port: number } } = {}
+): Layer.Layer<Services, unknown, ApprovalSecret> => {
+  switch (database._tag) {
+    case "Memory":
+      // The memory engine keeps no tables; the services share one in-memory SQLite.
+      return layerServices.pipe(
+        Layer.provideMerge(AgentEngine.layerMemory),
+        Layer.provide(SqliteClient.layer({ filename: ":memory:" }))
+      )
+    case "Sqlite":
+      return layerServices.pipe(Layer.provideMerge(AgentEngine.layerSqlite({ filename: database.filename })))
+    case "Postgres":
+      return layerServices.pipe(
+        Layer.provideMerge(
+          options.runner === undefined
+            ? AgentEngine.layerPostgres({ url: database.url })
+            : AgentEngine.layerPostgresCluster({ url: database.url, runner: options.runner })
+        )
+      )
+  }
+}
+
+/**
+ * Reads `AGENT_DATABASE_URL` (default `sqlite:./data/agent.db`).
+ *
+ * @category layers
+ */
+export const layerConfig: Layer.Layer<Services, unknown, ApprovalSecret> = Layer.unwrap(
+  Effect.gen(function* () {
+    const url = yield* Config.String("AGENT_DATABASE_URL").pipe(Config.withDefault("sqlite:./data/agent.db"))
+    return layer(yield* AgentEngine.parseDatabaseUrl(url))
+  })
+)
