@@ -4,9 +4,9 @@
  *
  * Both are synchronous and nearly alike; this module irons out the
  * differences (parameter binding, big integers, row shapes, how to ask for
- * arrays) so the client above it is written once. Each driver is loaded with a
- * dynamic import, so Node never resolves `bun:sqlite` and Bun never resolves
- * `node:sqlite`.
+ * arrays) so the client above it is written once and behaves the same on
+ * both runtimes. Each driver is loaded with a dynamic import, so Node never
+ * resolves `bun:sqlite` and Bun never resolves `node:sqlite`.
  *
  * @since 0.1.0
  */
@@ -80,6 +80,9 @@ export const open = (options: { readonly filename: string; readonly readonly: bo
 // parameters
 // ----------------------------------------------------------------------------
 
+const minInt64 = -(2n ** 63n)
+const maxInt64 = 2n ** 63n - 1n
+
 // Both drivers read an object argument as named parameters: a Date would
 // silently bind NULL and a JSON object would fail with a confusing message.
 // Convert what has an obvious SQLite form and refuse the rest by name.
@@ -87,7 +90,14 @@ const bindable = (value: unknown, index: number): unknown => {
   switch (typeof value) {
     case "string":
     case "number":
+      return value
     case "bigint":
+      // bun:sqlite would wrap such a value around instead of refusing it.
+      if (value < minInt64 || value > maxInt64) {
+        throw new RangeError(
+          `Cannot bind ${value} to SQLite parameter ${index + 1}: it is outside the 64-bit integer range`
+        )
+      }
       return value
     case "boolean":
       return value ? 1 : 0
@@ -107,10 +117,24 @@ const bindable = (value: unknown, index: number): unknown => {
 const bind = (params: ReadonlyArray<unknown>): Array<any> => params.map(bindable)
 
 // ----------------------------------------------------------------------------
+// rows
+// ----------------------------------------------------------------------------
+
+// The driver's row iterator with each row converted; `return` still reaches
+// the driver, which resets the statement when a consumer stops early.
+const mapRows = (rows: Iterator<Row>, f: (row: Row) => Row): Iterator<Row> => ({
+  next: () => {
+    const next = rows.next()
+    return next.done ? next : { done: false, value: f(next.value) }
+  },
+  return: (value?: unknown) => rows.return?.(value) ?? { done: true, value: undefined }
+})
+
+// ----------------------------------------------------------------------------
 // node:sqlite
 // ----------------------------------------------------------------------------
 
-const plainRows = (rows: ReadonlyArray<Row>): Array<Row> => rows.map((row) => ({ ...row }))
+const plainRow = (row: Row): Row => ({ ...row })
 
 const nodeStatement = (statement: StatementSync): Statement => {
   let bigints = false
@@ -124,7 +148,7 @@ const nodeStatement = (statement: StatementSync): Statement => {
     returnsRows: statement.columns().length > 0,
     all: (params, enabled) => {
       readBigInts(enabled)
-      return plainRows(statement.all(...bind(params)) as Array<Row>)
+      return (statement.all(...bind(params)) as Array<Row>).map(plainRow)
     },
     values: (params, enabled) => {
       readBigInts(enabled)
@@ -143,14 +167,7 @@ const nodeStatement = (statement: StatementSync): Statement => {
     },
     iterate: (params, enabled) => {
       readBigInts(enabled)
-      const rows = statement.iterate(...bind(params)) as Iterator<Row>
-      return {
-        next: () => {
-          const next = rows.next()
-          return next.done ? next : { done: false, value: { ...next.value } }
-        },
-        return: (value?: unknown) => rows.return?.(value) ?? { done: true, value: undefined }
-      }
+      return mapRows(statement.iterate(...bind(params)) as Iterator<Row>, plainRow)
     }
   }
 }
@@ -173,14 +190,14 @@ const openNode = async (options: { readonly filename: string; readonly readonly:
 // bun:sqlite
 // ----------------------------------------------------------------------------
 
-// The part of bun:sqlite we use; the project does not depend on bun-types.
+// The part of bun:sqlite we use (tested with Bun 1.4.5); the project does not depend on bun-types.
 interface BunStatement {
   readonly columnNames: ReadonlyArray<string>
+  readonly paramsCount: number
   all(...params: Array<unknown>): Array<Row>
   values(...params: Array<unknown>): Array<Array<unknown>> | null
   run(...params: Array<unknown>): RunResult
   iterate(...params: Array<unknown>): Iterator<Row>
-  safeIntegers?(enabled: boolean): unknown
 }
 
 interface BunDatabase {
@@ -190,34 +207,47 @@ interface BunDatabase {
   close(): void
 }
 
+// The database is opened with safe integers, so INTEGER values arrive as
+// bigints whatever the caller asked for. Without them, bun:sqlite would round
+// a value beyond Number.MAX_SAFE_INTEGER where node:sqlite refuses to read
+// it; converting here gives the same numbers and the same refusal.
+const toNumber = (value: bigint): number => {
+  if (value > Number.MAX_SAFE_INTEGER || value < Number.MIN_SAFE_INTEGER) {
+    throw new RangeError(`Value is too large to be represented as a JavaScript number: ${value}`)
+  }
+  return Number(value)
+}
+
+const withNumbers = <A extends Row | Array<unknown>>(row: A, bigints: boolean): A => {
+  if (bigints) return row
+  const fields = row as Record<string, unknown>
+  for (const key in fields) {
+    const value = fields[key]
+    if (typeof value === "bigint") fields[key] = toNumber(value)
+  }
+  return row
+}
+
 const bunStatement = (statement: BunStatement): Statement => {
-  let bigints = false
-  const readBigInts = (enabled: boolean) => {
-    if (enabled !== bigints) {
-      statement.safeIntegers?.(enabled)
-      bigints = enabled
-    }
+  // bun:sqlite refuses fewer values than placeholders; node:sqlite, like
+  // SQLite itself, leaves the rest NULL.
+  const bound = (params: ReadonlyArray<unknown>) => {
+    const values = bind(params)
+    while (values.length < statement.paramsCount) values.push(null)
+    return values
   }
   return {
     returnsRows: statement.columnNames.length > 0,
-    all: (params, enabled) => {
-      readBigInts(enabled)
-      return statement.all(...bind(params))
+    all: (params, bigints) => statement.all(...bound(params)).map((row) => withNumbers(row, bigints)),
+    values: (params, bigints) => (statement.values(...bound(params)) ?? []).map((row) => withNumbers(row, bigints)),
+    run: (params, bigints) => {
+      // With safe integers, bun:sqlite reports changes as a number and lastInsertRowid as a bigint.
+      const { changes, lastInsertRowid } = statement.run(...bound(params))
+      return bigints
+        ? { changes: BigInt(changes), lastInsertRowid: BigInt(lastInsertRowid) }
+        : { changes: Number(changes), lastInsertRowid: Number(lastInsertRowid) }
     },
-    values: (params, enabled) => {
-      readBigInts(enabled)
-      return statement.values(...bind(params)) ?? []
-    },
-    run: (params, enabled) => {
-      readBigInts(enabled)
-      // Bun before 1.1.14 returned nothing from run().
-      const result = statement.run(...bind(params)) as RunResult | undefined
-      return { changes: result?.changes ?? 0, lastInsertRowid: result?.lastInsertRowid ?? 0 }
-    },
-    iterate: (params, enabled) => {
-      readBigInts(enabled)
-      return statement.iterate(...bind(params))
-    }
+    iterate: (params, bigints) => mapRows(statement.iterate(...bound(params)), (row) => withNumbers(row, bigints))
   }
 }
 
@@ -229,7 +259,7 @@ const openBun = async (options: { readonly filename: string; readonly readonly: 
   }
   const db = new sqlite.Database(
     options.filename,
-    options.readonly ? { readonly: true } : { readwrite: true, create: true }
+    options.readonly ? { readonly: true, safeIntegers: true } : { readwrite: true, create: true, safeIntegers: true }
   )
   return {
     driver: "sqlite-bun",

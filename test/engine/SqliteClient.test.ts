@@ -14,6 +14,7 @@ import * as Digest from "effect/crypto/Digest"
 import * as Migrator from "effect/sql/Migrator"
 import { SafeIntegers, SqlClient } from "effect/sql/SqlClient"
 import * as SqliteClient from "../../src/engine/SqliteClient.ts"
+import { isBun } from "../../src/engine/SqliteDriver.ts"
 
 /** A fresh directory for database files, removed when the test's scope closes. */
 const tempDir = Effect.acquireRelease(
@@ -37,7 +38,7 @@ describe("SqliteClient", () => {
     Effect.gen(function* () {
       const sql = yield* SqlClient
       assert.strictEqual(sql.onDialectOrElse({ sqlite: () => "sqlite", orElse: () => "other" }), "sqlite")
-      assert.strictEqual(sql.driver, "sqlite-node")
+      assert.strictEqual(sql.driver, isBun ? "sqlite-bun" : "sqlite-node")
       assert.strictEqual((yield* SqliteClient.SqliteClient).config.filename, ":memory:")
     }).pipe(Effect.provide(memory))
   )
@@ -106,6 +107,49 @@ describe("SqliteClient", () => {
       assert.deepStrictEqual(yield* sql`SELECT CAST(big AS TEXT) AS big, flag FROM things`, [
         { big: big.toString(), flag: 1 }
       ])
+    }).pipe(Effect.provide(memory))
+  )
+
+  it.effect("refuses to round an integer beyond Number.MAX_SAFE_INTEGER, and reads it exactly with SafeIntegers", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient
+      const error = yield* Effect.flip(sql`SELECT 9007199254740993 AS n`)
+      assert.include(error.message, "too large to be represented as a JavaScript number: 9007199254740993")
+      assert.deepStrictEqual(yield* sql`SELECT 9007199254740993 AS n`.pipe(Effect.provideService(SafeIntegers, true)), [
+        { n: 9007199254740993n }
+      ])
+    }).pipe(Effect.provide(memory))
+  )
+
+  it.effect("refuses a bigint outside the 64-bit range instead of wrapping it around", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient
+      yield* sql`CREATE TABLE things (big INTEGER)`
+      const error = yield* Effect.flip(sql`INSERT INTO things VALUES (${2n ** 63n})`)
+      assert.include(error.message, "Cannot bind 9223372036854775808 to SQLite parameter 1")
+      yield* sql`INSERT INTO things VALUES (${2n ** 63n - 1n})`
+      assert.deepStrictEqual(yield* sql`SELECT CAST(big AS TEXT) AS big FROM things`, [{ big: "9223372036854775807" }])
+    }).pipe(Effect.provide(memory))
+  )
+
+  it.effect("reports a write's changes and rowid as bigints with SafeIntegers, numbers without", () =>
+    Effect.gen(function* () {
+      const sql = yield* withTable
+      assert.deepStrictEqual(yield* sql`INSERT INTO items (name) VALUES (${"a"})`.raw, {
+        changes: 1,
+        lastInsertRowid: 1
+      })
+      const raw = yield* sql`INSERT INTO items (name) VALUES (${"b"})`.raw.pipe(
+        Effect.provideService(SafeIntegers, true)
+      )
+      assert.deepStrictEqual(raw, { changes: 1n, lastInsertRowid: 2n })
+    }).pipe(Effect.provide(memory))
+  )
+
+  it.effect("binds NULL to placeholders given no value, as SQLite does", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient
+      assert.deepStrictEqual(yield* sql.unsafe("SELECT ? AS a, ? AS b", [1]), [{ a: 1, b: null }])
     }).pipe(Effect.provide(memory))
   )
 
