@@ -6,7 +6,7 @@ import { assert, describe, it } from "@effect/vitest"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
-import { Effect, Layer, Option, Redacted, Schema } from "effect"
+import { Effect, Layer, Option, Redacted, Schema, Tracer } from "effect"
 import * as Workflow from "effect/workflow/Workflow"
 import { WorkflowEngine } from "effect/workflow/WorkflowEngine"
 import { PlanAndAct, PlanAndActLayer } from "../../examples/PlanAndAct.ts"
@@ -408,6 +408,49 @@ describe("AgentWorkflow.patched", () => {
       }).pipe(Effect.provide(on(filename, v2)))
     })
   )
+})
+
+describe("AgentWorkflow observability", () => {
+  it.live("a span per run and per step, with run id, step, attempt, tokens and cost", () => {
+    const spans: Array<Tracer.NativeSpan> = []
+    const tracer = Tracer.make({
+      span(options) {
+        const span = new Tracer.NativeSpan(options)
+        spans.push(span)
+        return span
+      }
+    })
+    return Effect.gen(function* () {
+      const approvals = yield* Approvals
+      const runId = yield* PlanAndAct.execute({ task: "Trace me" }, { discard: true })
+      yield* approvals.decide(yield* pendingToken(runId, "review"), { approved: true })
+      yield* resultOf(PlanAndAct, runId)
+      const run = spans.find((s) => s.name === "AgentWorkflow.run PlanAndAct")
+      assert.strictEqual(run?.attributes.get("run.id"), runId)
+      const attempts = spans.filter((s) => s.name === "AgentActivity.attempt")
+      assert.sameMembers(
+        attempts.map((s) => s.attributes.get("step")),
+        ["plan", "act"]
+      )
+      for (const span of attempts) {
+        assert.strictEqual(span.attributes.get("run.id"), runId)
+        assert.strictEqual(span.attributes.get("attempt"), 1)
+        assert.strictEqual(span.attributes.get("agent.input_tokens"), 10)
+        assert.strictEqual(span.attributes.get("agent.output_tokens"), 5)
+        assert.isNumber(span.attributes.get("agent.cost_usd"))
+      }
+      assert.isTrue(
+        spans.some((s) => s.name === "AgentWorkflow.await approval" && s.attributes.get("step") === "review")
+      )
+    }).pipe(
+      Effect.provide(
+        setup({ _tag: "Memory" }, [ScriptedModel.text("Plan."), ScriptedModel.text("Done.")]).pipe(
+          Layer.provide(Layer.succeed(Tracer.Tracer)(tracer))
+        )
+      ),
+      Effect.provideService(Tracer.Tracer, tracer)
+    )
+  })
 })
 
 describe("AgentWorkflow step names", () => {
