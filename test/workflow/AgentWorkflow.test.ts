@@ -6,6 +6,7 @@ import { assert, describe, it } from "@effect/vitest"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
+import { DatabaseSync } from "node:sqlite"
 import { Effect, Layer, Option, Redacted, Schema, Tracer } from "effect"
 import * as Workflow from "effect/workflow/Workflow"
 import { WorkflowEngine } from "effect/workflow/WorkflowEngine"
@@ -406,6 +407,41 @@ describe("AgentWorkflow.patched", () => {
         const newExit = yield* resultOf(Evolving, fresh)
         assert.deepStrictEqual(newExit._tag === "Success" ? newExit.value : "", "check b")
       }).pipe(Effect.provide(on(filename, v2)))
+    })
+  )
+})
+
+describe("Approvals after a crash", () => {
+  const Gate = Workflow.make("Test/Gate", {
+    payload: { id: Schema.String },
+    success: Schema.String,
+    idempotencyKey: ({ id }) => id
+  })
+  const GateLayer = AgentWorkflow.toLayer(Gate, () =>
+    Effect.map(AgentWorkflow.awaitApproval("review", { request: "ok?" }), (d) => `approved=${d.approved}`)
+  )
+  const on = (filename: string) =>
+    GateLayer.pipe(
+      Layer.provideMerge(AgentRuntime.layer({ _tag: "Sqlite", filename })),
+      Layer.provideMerge(ApprovalToken.ApprovalSecret.layer(secret))
+    )
+
+  it.live("delivers on start a decision that was recorded but not delivered before the process died", () =>
+    Effect.gen(function* () {
+      const filename = Path.join(tempDir, "undelivered.db")
+      const runId = yield* Effect.gen(function* () {
+        const id = yield* Gate.execute({ id: "g" }, { discard: true })
+        yield* pendingToken(id, "review")
+        return id
+      }).pipe(Effect.provide(on(filename)))
+      // What a process that died between recording and delivering leaves behind.
+      const db = new DatabaseSync(filename)
+      db.prepare(
+        `UPDATE agent_waits SET state = 'decided', response = '{"approved":true,"by":"reviewer"}' WHERE run_id = ?`
+      ).run(runId)
+      db.close()
+      const exit = yield* resultOf(Gate, runId).pipe(Effect.provide(on(filename)))
+      assert.deepStrictEqual(exit._tag === "Success" ? exit.value : "", "approved=true")
     })
   )
 })
