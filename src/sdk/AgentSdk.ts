@@ -14,6 +14,7 @@ import { type ChildProcess, spawn } from "node:child_process"
 import { Config, Context, Duration, Effect, Exit, Layer, Option, Redacted, Scope, Semaphore } from "effect"
 import type * as AgentMessage from "./AgentMessage.ts"
 import * as AgentSdkError from "./AgentSdkError.ts"
+import * as Confinement from "./Confinement.ts"
 import type * as AgentToolkit from "./AgentToolkit.ts"
 import { PermissionPolicy } from "./PermissionPolicy.ts"
 import * as QueryHandle from "./QueryHandle.ts"
@@ -69,6 +70,10 @@ export interface Settings {
   readonly killGracePeriod?: Duration.Input | undefined
   /** Another Claude Code binary than the one the SDK ships. */
   readonly executablePath?: string | undefined
+  /** Queries run in this directory or below it, never elsewhere (see `Confinement`). */
+  readonly workspaceRoot?: string | undefined
+  /** Allow queries to skip permission checks. Default false. */
+  readonly allowBypassPermissions?: boolean | undefined
 }
 
 /**
@@ -128,8 +133,8 @@ export class AgentSdk extends Context.Service<
     Layer.effect(AgentSdk)(make(settings))
 
   /**
-   * Reads `ANTHROPIC_API_KEY`, `ANTHROPIC_BASE_URL`, `AGENT_MAX_CONCURRENT_QUERIES`
-   * and `CLAUDE_CODE_EXECUTABLE`.
+   * Reads `ANTHROPIC_API_KEY`, `ANTHROPIC_BASE_URL`, `AGENT_MAX_CONCURRENT_QUERIES`,
+   * `CLAUDE_CODE_EXECUTABLE`, `AGENT_WORKSPACE_ROOT` and `AGENT_ALLOW_BYPASS_PERMISSIONS`.
    *
    * @category layers
    */
@@ -139,7 +144,13 @@ export class AgentSdk extends Context.Service<
       const baseUrl = yield* Config.option(Config.String("ANTHROPIC_BASE_URL"))
       const maxConcurrentQueries = yield* Config.Int("AGENT_MAX_CONCURRENT_QUERIES").pipe(Config.withDefault(8))
       const executablePath = yield* Config.option(Config.String("CLAUDE_CODE_EXECUTABLE"))
+      const workspaceRoot = yield* Config.option(Config.String("AGENT_WORKSPACE_ROOT"))
+      const allowBypassPermissions = yield* Config.Boolean("AGENT_ALLOW_BYPASS_PERMISSIONS").pipe(
+        Config.withDefault(false)
+      )
       return AgentSdk.layer({
+        workspaceRoot: Option.getOrUndefined(workspaceRoot),
+        allowBypassPermissions,
         apiKey: Option.getOrUndefined(apiKey),
         baseUrl: Option.getOrUndefined(baseUrl),
         maxConcurrentQueries,
@@ -185,7 +196,9 @@ const make = Effect.fnUntraced(function* (settings: Settings) {
       yield* Scope.addFinalizer(scope, Scope.close(queryScope, Exit.void))
 
       const stderr: Array<string> = []
-      const { env, hooks, toolkits, multiTurn, mcpServers, ...sdkOptions } = options
+      const { env, hooks, toolkits, multiTurn, mcpServers, ...requested } = options
+      const sdkOptions = Confinement.check(settings, requested)
+      if (sdkOptions instanceof Confinement.UnsafeQueryOptions) return yield* Effect.die(sdkOptions)
 
       const servers: Record<string, Sdk.McpServerConfig> = { ...mcpServers }
       for (const toolkit of toolkits ?? []) {
