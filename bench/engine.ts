@@ -16,7 +16,8 @@ import * as AgentEngine from "../src/engine/AgentEngine.ts"
 import { createDatabase, dropDatabase } from "../test/engine/TestDatabase.ts"
 import { type Measurement, percentile } from "./Measurement.ts"
 
-const Steps = Workflow.make("Bench/Steps", {
+/** N sequential trivial activities: what a durable step costs. The peers run the same workflow (bench/peers/). */
+export const Steps = Workflow.make("Bench/Steps", {
   payload: { id: Schema.String, steps: Schema.Number },
   success: Schema.Number,
   idempotencyKey: ({ id }) => id
@@ -29,7 +30,7 @@ const Parked = Workflow.make("Bench/Parked", {
   idempotencyKey: ({ id }) => id
 })
 
-const workflows = Layer.mergeAll(
+export const workflows = Layer.mergeAll(
   Steps.toLayer(
     Effect.fnUntraced(function* ({ steps }) {
       let total = 0
@@ -43,7 +44,7 @@ const workflows = Layer.mergeAll(
 )
 
 let ids = 0
-const nextId = (label: string) => `${label}-${process.pid}-${++ids}`
+export const nextId = (label: string) => `${label}-${process.pid}-${++ids}`
 
 const waitSuspended = (executionId: string) =>
   Effect.gen(function* () {
@@ -195,6 +196,10 @@ const parkedMemory = (engine: EngineCase, runs: number, afterEviction: boolean) 
     return out
   }).pipe(Effect.provide(workflows.pipe(Layer.provideMerge(engine.layer))))
 
+/** Trials, steps per workflow and resumes; the peers use the same number of steps. */
+export const optionsFor = (quick: boolean) =>
+  quick ? { trials: 3, steps: 10, resumes: 20 } : { trials: 10, steps: 50, resumes: 200 }
+
 export const run = (quick: boolean) =>
   Effect.gen(function* () {
     const dir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "bench-engine-"))
@@ -207,7 +212,7 @@ export const run = (quick: boolean) =>
       { name: "sqlite", layer: AgentEngine.layerSqlite({ filename: Path.join(dir, `bench-${suffix}.db`) }), raw: true },
       { name: "postgres", layer: AgentEngine.layerPostgres({ url: Redacted.make(pgUrl) }), raw: true }
     ]
-    const options = quick ? { trials: 3, steps: 10, resumes: 20 } : { trials: 10, steps: 50, resumes: 200 }
+    const options = optionsFor(quick)
     const measurements: Array<Measurement> = []
     for (const engine of engines("steps", pgUrls[0]!)) {
       yield* Effect.logInfo(`engine ${engine.name}: steps and resumes`)

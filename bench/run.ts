@@ -10,7 +10,8 @@ import * as Agent from "./agent.ts"
 import * as Engine from "./engine.ts"
 import * as Failover from "./failover.ts"
 import * as Output from "./output.ts"
-import { type Measurement, summary } from "./Measurement.ts"
+import * as Peers from "./peers.ts"
+import { format, type Measurement, measured, summary, verdict } from "./Measurement.ts"
 
 const quick = process.argv.includes("--quick")
 const output = quick ? "docs/benchmarks-quick.md" : "docs/benchmarks.md"
@@ -18,9 +19,7 @@ const output = quick ? "docs/benchmarks-quick.md" : "docs/benchmarks.md"
 const version = (name: string): string =>
   JSON.parse(Fs.readFileSync(`node_modules/${name}/package.json`, "utf8")).version
 
-const format = (value: number) => (value >= 100 ? value.toFixed(0) : value >= 1 ? value.toFixed(1) : value.toFixed(3))
-
-const render = (measurements: ReadonlyArray<Measurement>, seconds: number): string => {
+const render = (measurements: ReadonlyArray<Measurement>, peers: ReadonlyArray<string>, seconds: number): string => {
   const byName = new Map(measurements.map((m) => [m.name, m]))
   const lines = [
     "# Benchmarks",
@@ -37,35 +36,24 @@ const render = (measurements: ReadonlyArray<Measurement>, seconds: number): stri
     "- Output channel: throughput publishes batches of 1000 events; one-node latency runs from `publish` to the",
     "  subscriber's stream emitting the event (same process, performance.now); across processes the publisher is a",
     "  separate Node process on the same Postgres and the wall clock stamps the event.",
+    "- Peers: the same workflow on DBOS Transact, LangGraph.js and Restate; see [Peers](#peers).",
     "",
     "| group | measurement | n | min | median | max | vs baseline (median) | target |",
     "| --- | --- | --- | --- | --- | --- | --- | --- |"
   ]
   for (const m of measurements) {
+    if (!measured(m)) {
+      lines.push(`| ${m.group} | ${m.name} | 0 | could not run: ${m.couldNotRun?.reason ?? "no number"} |  |  |  |  |`)
+      continue
+    }
     const s = summary(m.samples)
     const base = m.baseline === undefined ? undefined : byName.get(m.baseline)
-    const ratio = base === undefined ? undefined : s.median / summary(base.samples).median
-    const verdict =
-      m.target === undefined
-        ? ""
-        : "below" in m.target
-          ? (() => {
-              const judged = m.target.of === "max" ? s.max : s.median
-              const which = m.target.of === "max" ? " (every run)" : ""
-              return `${m.target.text}${which}: ${
-                judged < m.target.below ? "met" : `missed by ${((judged / m.target.below - 1) * 100).toFixed(1)} %`
-              }`
-            })()
-          : "above" in m.target
-            ? `${m.target.text}: ${s.median >= m.target.above ? "met" : `missed by ${((1 - s.median / m.target.above) * 100).toFixed(1)} %`}`
-            : ratio === undefined
-              ? ""
-              : `${m.target.text}: ${ratio <= m.target.ratio ? "met" : `missed by ${((ratio / m.target.ratio - 1) * 100).toFixed(1)} %`}`
+    const ratio = base === undefined || !measured(base) ? undefined : s.median / summary(base.samples).median
     lines.push(
-      `| ${m.group} | ${m.name} | ${s.n} | ${format(s.min)} ${m.unit} | ${format(s.median)} ${m.unit} | ${format(s.max)} ${m.unit} | ${ratio === undefined ? "" : `${ratio.toFixed(3)}× ${m.baseline}`} | ${verdict} |`
+      `| ${m.group} | ${m.name} | ${s.n} | ${format(s.min)} ${m.unit} | ${format(s.median)} ${m.unit} | ${format(s.max)} ${m.unit} | ${ratio === undefined ? "" : `${ratio.toFixed(3)}× ${m.baseline}`} | ${verdict(m, ratio)} |`
     )
   }
-  return lines.join("\n") + "\n"
+  return [...lines, "", ...peers].join("\n") + "\n"
 }
 
 const program = Effect.gen(function* () {
@@ -79,15 +67,22 @@ const program = Effect.gen(function* () {
   measurements.push(...(yield* Output.run(quick)))
   yield* Console.log("failover…")
   measurements.push(...(yield* Failover.run(quick ? 1 : 5)))
-  for (const m of measurements) {
-    if (m.samples.length === 0 || m.samples.some((x) => !Number.isFinite(x))) {
-      return yield* Effect.die(new Error(`benchmark "${m.name}" produced no number`))
-    }
-  }
-  const markdown = render(measurements, (performance.now() - started) / 1000)
+  yield* Console.log("peers…")
+  const peers = yield* Peers.run(quick)
+  const markdown = render(measurements, peers.section, (performance.now() - started) / 1000)
   Fs.writeFileSync(output, markdown)
   yield* Console.log(markdown)
   yield* Console.log(`written to ${output}`)
+  // Every benchmark must produce a number, unless it is a documented case of one that cannot run here;
+  // the file is written first so that it says which one failed and why.
+  const missing = [...measurements, ...peers.measurements].filter((m) => !measured(m) && !m.couldNotRun?.expected)
+  if (missing.length > 0) {
+    return yield* Effect.die(
+      new Error(
+        `no number from: ${missing.map((m) => `"${m.name}" (${m.couldNotRun?.reason ?? "no samples"})`).join("; ")}`
+      )
+    )
+  }
 })
 
 NodeRuntime.runMain(program)

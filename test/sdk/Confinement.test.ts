@@ -46,17 +46,17 @@ describe("Confinement.check", () => {
   })
 })
 
-describe("AgentSdk with a workspace root", () => {
-  const setup = (script: ScriptedModel.Script) =>
-    Layer.unwrap(
-      Effect.map(ScriptedModel.ScriptedModel, (model) =>
-        AgentSdk.layer({
-          env: ScriptedModel.sdkEnv(model.url, { home: Fs.mkdtempSync(Path.join(Os.tmpdir(), "home-")) }),
-          workspaceRoot: root
-        })
-      )
-    ).pipe(Layer.provideMerge(ScriptedModel.ScriptedModel.layer(script)), Layer.provide(PermissionPolicy.layerDenyAll))
+const setup = (script: ScriptedModel.Script) =>
+  Layer.unwrap(
+    Effect.map(ScriptedModel.ScriptedModel, (model) =>
+      AgentSdk.layer({
+        env: ScriptedModel.sdkEnv(model.url, { home: Fs.mkdtempSync(Path.join(Os.tmpdir(), "home-")) }),
+        workspaceRoot: root
+      })
+    )
+  ).pipe(Layer.provideMerge(ScriptedModel.ScriptedModel.layer(script)), Layer.provide(PermissionPolicy.layerDenyAll))
 
+describe("AgentSdk with a workspace root", () => {
   it.live("refuses a query outside the root before any process starts, and runs one inside", () =>
     Effect.gen(function* () {
       const sdk = yield* AgentSdk
