@@ -11,10 +11,30 @@ import * as Engine from "./engine.ts"
 import * as Failover from "./failover.ts"
 import * as Output from "./output.ts"
 import * as Peers from "./peers.ts"
+import { barChart } from "./Chart.ts"
 import { format, type Measurement, measured, summary, verdict } from "./Measurement.ts"
 
 const quick = process.argv.includes("--quick")
 const output = quick ? "docs/benchmarks-quick.md" : "docs/benchmarks.md"
+const chart = quick ? "docs/images/benchmarks-quick.svg" : "docs/images/benchmarks.svg"
+
+/** The chart the README shows: per-step cost of each system next to one raw commit, from the Peers section. */
+const peersChart = (measurements: ReadonlyArray<Measurement>): string =>
+  barChart({
+    title: "One durable step on the same Postgres (median, lower is better)",
+    subtitle: `npm run bench${quick ? " -- --quick" : ""}, ${new Date().toISOString().slice(0, 10)}; Restate uses its own storage`,
+    unit: "ms",
+    bars: measurements
+      .filter((m) => measured(m) && m.unit === "ms" && (/: one step \(/.test(m.name) || m.name.includes("raw commit")))
+      .map((m) => ({
+        label: m.name
+          .replace(/^peers: /, "")
+          .replace(/: one step \(.*\)$/, "")
+          .replace(/ \(.*\)$/, ""),
+        value: summary(m.samples).median,
+        highlight: m.name.includes("ours")
+      }))
+  })
 
 const version = (name: string): string =>
   JSON.parse(Fs.readFileSync(`node_modules/${name}/package.json`, "utf8")).version
@@ -71,8 +91,10 @@ const program = Effect.gen(function* () {
   const peers = yield* Peers.run(quick)
   const markdown = render(measurements, peers.section, (performance.now() - started) / 1000)
   Fs.writeFileSync(output, markdown)
+  Fs.mkdirSync("docs/images", { recursive: true })
+  Fs.writeFileSync(chart, peersChart(peers.measurements))
   yield* Console.log(markdown)
-  yield* Console.log(`written to ${output}`)
+  yield* Console.log(`written to ${output} and ${chart}`)
   // Every benchmark must produce a number, unless it is a documented case of one that cannot run here;
   // the file is written first so that it says which one failed and why.
   const missing = [...measurements, ...peers.measurements].filter((m) => !measured(m) && !m.couldNotRun?.expected)
