@@ -85,16 +85,18 @@ const measureEngine = (
 
     // What limits a durable step: count the database's own commits over one run.
     const commitsPerStep: Array<number> = []
-    if (sql !== undefined && engine.name === "postgres") {
+    if (sql !== undefined && engine.name.startsWith("postgres")) {
       const commits = sql<{
         readonly n: string
       }>`SELECT xact_commit::text AS n FROM pg_stat_database WHERE datname = current_database()`
-      // pg_stat counters are flushed by the backend at most every ~second.
-      const settle = Effect.andThen(Effect.sleep("1200 millis"), commits)
+      // Postgres 15+ backends flush their counters at most once a second while busy, and an idle
+      // backend's last ones up to 10 s later (PGSTAT_IDLE_INTERVAL): wait that out on both sides.
+      const settle = Effect.andThen(Effect.sleep("11 seconds"), commits)
       const before = Number((yield* settle)[0]!.n)
       yield* Steps.execute({ id: nextId("count"), steps: options.steps })
       const after = Number((yield* settle)[0]!.n)
-      commitsPerStep.push((after - before) / options.steps)
+      // Less the `before` query's own commit.
+      commitsPerStep.push((after - before - 1) / options.steps)
     }
 
     const resume: Array<number> = []
@@ -181,7 +183,8 @@ const parkedMemory = (engine: EngineCase, runs: number, afterEviction: boolean) 
         target: { below: 5 * 1024, text: "≤ 5 KB per parked run" }
       }
     ]
-    if (afterEviction && engine.name !== "memory") {
+    // Only effect/cluster evicts idle runs; the memory and journal engines keep theirs.
+    if (afterEviction && (engine.name === "sqlite" || engine.name === "postgres")) {
       // Idle workflow entities leave memory after entityMaxIdleTime (1 min); a run parked for days lives only in the database.
       yield* Effect.sleep("70 seconds")
       gc()
@@ -210,7 +213,14 @@ export const run = (quick: boolean) =>
     const engines = (suffix: string, pgUrl: string): ReadonlyArray<EngineCase> => [
       { name: "memory", layer: AgentEngine.layerMemory, raw: false },
       { name: "sqlite", layer: AgentEngine.layerSqlite({ filename: Path.join(dir, `bench-${suffix}.db`) }), raw: true },
-      { name: "postgres", layer: AgentEngine.layerPostgres({ url: Redacted.make(pgUrl) }), raw: true }
+      { name: "postgres", layer: AgentEngine.layerPostgres({ url: Redacted.make(pgUrl) }), raw: true },
+      // Our single-process engine (src/engine/JournalEngine.ts), on the same databases.
+      {
+        name: "sqlite journal",
+        layer: AgentEngine.layerJournalSqlite({ filename: Path.join(dir, `bench-journal-${suffix}.db`) }),
+        raw: true
+      },
+      { name: "postgres journal", layer: AgentEngine.layerJournalPostgres({ url: Redacted.make(pgUrl) }), raw: true }
     ]
     const options = optionsFor(quick)
     const measurements: Array<Measurement> = []

@@ -7,6 +7,8 @@
  *   storage in one SQLite file; survives `kill -9`.
  * - `postgres://…`: the same engine on Postgres, for several runner processes
  *   sharing one database.
+ * - `sqlite+journal:<path>`, `postgres+journal://…`: our `JournalEngine`, one
+ *   process per database, one write per completed step (not the default).
  *
  * The cluster's defaults are tuned for services that exchange messages all
  * day; agents wait on people and want to resume at once. What we change, and
@@ -27,8 +29,9 @@ import type * as Sharding from "effect/cluster/Sharding"
 import type * as ShardingConfig from "effect/cluster/ShardingConfig"
 import * as SingleRunner from "effect/cluster/SingleRunner"
 import * as Digest from "effect/crypto/Digest"
-import type { SqlClient } from "effect/sql/SqlClient"
+import { SqlClient } from "effect/sql/SqlClient"
 import * as WorkflowEngine from "effect/workflow/WorkflowEngine"
+import * as JournalEngine from "./JournalEngine.ts"
 import * as SqliteClient from "./SqliteClient.ts"
 
 /**
@@ -42,7 +45,8 @@ export class InvalidDatabaseUrl extends Schema.TaggedError<InvalidDatabaseUrl>()
   override get message(): string {
     return (
       `AGENT_DATABASE_URL "${this.url}" is not valid. Accepted forms: "memory", "sqlite:<path>" ` +
-      `(e.g. sqlite:./data/agent.db), "postgres://user@host:port/database"`
+      `(e.g. sqlite:./data/agent.db), "postgres://user@host:port/database", and the journal engine's ` +
+      `"sqlite+journal:<path>" and "postgres+journal://user@host:port/database"`
     )
   }
 }
@@ -69,31 +73,66 @@ export class DatabaseLocked extends Schema.TaggedError<DatabaseLocked>()("Databa
 }
 
 /**
- * Where the engine keeps its state.
+ * Another process already holds the journal engine's lock on this Postgres
+ * database. The journal engine keeps its runs' state in one process; two of
+ * them on one database would run the same workflows twice.
+ *
+ * @category errors
+ */
+export class DatabaseInUse extends Schema.TaggedError<DatabaseInUse>()("DatabaseInUse", {
+  database: Schema.String,
+  holder: Schema.String
+}) {
+  override get message(): string {
+    return (
+      `The journal engine on Postgres database ${this.database} is already running in ${this.holder}. ` +
+      `It serves one process per database: stop that process, or use AgentEngine.layerPostgresCluster ` +
+      `for several runners.`
+    )
+  }
+}
+
+/**
+ * Which engine runs on a database: `effect/cluster`'s `ClusterWorkflowEngine`
+ * (the default) or our single-process `JournalEngine`.
+ *
+ * @category models
+ */
+export type EngineKind = "cluster" | "journal"
+
+/**
+ * Where the engine keeps its state, and (for SQL databases) which engine.
  *
  * @category models
  */
 export type Database =
   | { readonly _tag: "Memory" }
-  | { readonly _tag: "Sqlite"; readonly filename: string }
-  | { readonly _tag: "Postgres"; readonly url: Redacted.Redacted<string> }
+  | { readonly _tag: "Sqlite"; readonly filename: string; readonly engine?: EngineKind | undefined }
+  | { readonly _tag: "Postgres"; readonly url: Redacted.Redacted<string>; readonly engine?: EngineKind | undefined }
 
 /**
- * Reads `memory`, `sqlite:<path>` or `postgres://…`.
+ * Reads `memory`, `sqlite:<path>` or `postgres://…`; `sqlite+journal:<path>`
+ * and `postgres+journal://…` select the journal engine on the same databases.
  *
  * @category parsing
  */
 export const parseDatabaseUrl = (url: string): Effect.Effect<Database, InvalidDatabaseUrl> => {
   const trimmed = url.trim()
   if (trimmed === "memory") return Effect.succeed({ _tag: "Memory" })
-  if (trimmed.startsWith("sqlite:")) {
-    const filename = trimmed.slice("sqlite:".length).replace(/^\/\/(?=\/)/, "")
-    return filename.length === 0 || filename === ":memory:"
-      ? Effect.fail(new InvalidDatabaseUrl({ url }))
-      : Effect.succeed({ _tag: "Sqlite", filename })
+  const sqlite = /^sqlite(\+journal)?:/.exec(trimmed)
+  if (sqlite !== null) {
+    const filename = trimmed.slice(sqlite[0].length).replace(/^\/\/(?=\/)/, "")
+    if (filename.length === 0 || filename === ":memory:") return Effect.fail(new InvalidDatabaseUrl({ url }))
+    return Effect.succeed(
+      sqlite[1] === undefined ? { _tag: "Sqlite", filename } : { _tag: "Sqlite", filename, engine: "journal" }
+    )
   }
-  if (/^postgres(ql)?:\/\/[^/]+/.test(trimmed)) {
-    return Effect.succeed({ _tag: "Postgres", url: Redacted.make(trimmed) })
+  const postgres = /^(postgres(?:ql)?)(\+journal)?(:\/\/[^/]+.*)$/.exec(trimmed)
+  if (postgres !== null) {
+    const plain = Redacted.make(`${postgres[1]}${postgres[3]}`)
+    return Effect.succeed(
+      postgres[2] === undefined ? { _tag: "Postgres", url: plain } : { _tag: "Postgres", url: plain, engine: "journal" }
+    )
   }
   return Effect.fail(new InvalidDatabaseUrl({ url }))
 }
@@ -180,6 +219,16 @@ const clusterEngine = (sharding: Partial<ShardingConfig.ShardingConfig["Service"
     Layer.provide(Digest.layerWebCrypto)
   )
 
+/** The SQLite file for one engine process: its directory created, its lock taken, then the client. */
+const sqliteFile = (filename: string): Layer.Layer<SqlClient | SqliteClient.SqliteClient, unknown> =>
+  Layer.unwrap(
+    Effect.gen(function* () {
+      yield* Effect.sync(() => Fs.mkdirSync(Path.dirname(Path.resolve(filename)), { recursive: true }))
+      yield* lockFile(filename)
+      return SqliteClient.layer({ filename })
+    })
+  )
+
 /**
  * The embedded engine: one process, one SQLite file.
  *
@@ -189,16 +238,71 @@ export const layerSqlite = (options: {
   readonly filename: string
   readonly sharding?: Partial<ShardingConfig.ShardingConfig["Service"]>
 }): Layer.Layer<WorkflowEngine.WorkflowEngine | SqlClient | SqliteClient.SqliteClient, unknown> =>
-  clusterEngine(options.sharding).pipe(
-    Layer.provideMerge(
-      Layer.unwrap(
-        Effect.gen(function* () {
-          yield* Effect.sync(() => Fs.mkdirSync(Path.dirname(Path.resolve(options.filename)), { recursive: true }))
-          yield* lockFile(options.filename)
-          return SqliteClient.layer({ filename: options.filename })
-        })
-      )
+  clusterEngine(options.sharding).pipe(Layer.provideMerge(sqliteFile(options.filename)))
+
+/**
+ * The journal engine on one SQLite file: one write per completed step. Same
+ * `<file>.lock` guard as `layerSqlite`.
+ *
+ * @category layers
+ */
+export const layerJournalSqlite = (options: {
+  readonly filename: string
+}): Layer.Layer<WorkflowEngine.WorkflowEngine | SqlClient | SqliteClient.SqliteClient, unknown> =>
+  JournalEngine.layer.pipe(Layer.provideMerge(sqliteFile(options.filename)))
+
+// The advisory lock that keeps a second journal engine off a Postgres database
+// (two int4 keys: "effect-claude-agent", "JournalEngine").
+const journalLockKeys = [0x45434147, 0x4a4e4c] as const
+
+/**
+ * Holds a session-level advisory lock on a connection of its own for the life
+ * of the scope. Postgres drops it when the connection ends, so the lock of a
+ * process killed with SIGKILL is free again as soon as its connections close.
+ */
+const postgresJournalLock = Effect.gen(function* () {
+  const sql = yield* SqlClient
+  const connection = yield* sql.reserve
+  const [classId, objId] = journalLockKeys
+  const [taken] = yield* connection.executeUnprepared(
+    `SELECT pg_try_advisory_lock(${classId}, ${objId}) AS locked, current_database() AS database`,
+    [],
+    undefined
+  )
+  if (taken?.locked !== true) {
+    const holders = yield* connection.executeUnprepared(
+      `SELECT a.pid, a.client_addr::text AS addr FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+       WHERE l.locktype = 'advisory' AND l.granted AND l.classid = ${classId} AND l.objid = ${objId} AND l.objsubid = 2`,
+      [],
+      undefined
     )
+    const holder = holders[0]
+    return yield* new DatabaseInUse({
+      database: String(taken?.database ?? "?"),
+      holder:
+        holder === undefined
+          ? "another process"
+          : `Postgres backend ${holder.pid} (client ${holder.addr ?? "local socket"})`
+    })
+  }
+  yield* Effect.addFinalizer(() =>
+    Effect.ignore(connection.executeUnprepared(`SELECT pg_advisory_unlock(${classId}, ${objId})`, [], undefined))
+  )
+})
+
+/**
+ * The journal engine on Postgres, for one process: one write per completed
+ * step. A second process on the same database fails with `DatabaseInUse`; for
+ * several runners use `layerPostgresCluster`.
+ *
+ * @category layers
+ */
+export const layerJournalPostgres = (options: {
+  readonly url: Redacted.Redacted<string>
+}): Layer.Layer<WorkflowEngine.WorkflowEngine | SqlClient, unknown> =>
+  JournalEngine.layer.pipe(
+    Layer.provide(Layer.effectDiscard(postgresJournalLock)),
+    Layer.provideMerge(PgClient.layer({ url: options.url }))
   )
 
 /**
@@ -280,9 +384,13 @@ export const layer = (database: Database): Layer.Layer<WorkflowEngine.WorkflowEn
     case "Memory":
       return layerMemory
     case "Sqlite":
-      return layerSqlite({ filename: database.filename })
+      return database.engine === "journal"
+        ? layerJournalSqlite({ filename: database.filename })
+        : layerSqlite({ filename: database.filename })
     case "Postgres":
-      return layerPostgres({ url: database.url })
+      return database.engine === "journal"
+        ? layerJournalPostgres({ url: database.url })
+        : layerPostgres({ url: database.url })
   }
 }
 

@@ -2,11 +2,13 @@
  * Deletes finished workflow executions: `effect/cluster` never does, so a
  * busy engine's tables would grow without bound.
  *
- * An execution is finished when its `run` request has a `Complete` reply; it
- * is kept while it is younger than `maxAge` and among the `maxCount` most
- * recently finished. Running, suspended and waiting executions are never
- * touched. All rows of an execution (its run, activities, deferreds, durable
- * clocks and their replies) share its entity id and go together.
+ * An execution is finished when its `run` request has a `Complete` reply (or,
+ * in the journal engine's tables, its row is `complete`); it is kept while it
+ * is younger than `maxAge` and among the `maxCount` most recently finished.
+ * Running, suspended and waiting executions are never touched. All rows of an
+ * execution (its run, activities, deferreds, durable clocks and their replies)
+ * share its id and go together. Each engine's tables are cleaned when they
+ * exist, so one cleanup serves a database either engine has used.
  *
  * @since 0.1.0
  */
@@ -14,6 +16,7 @@ import { Duration, Effect, Layer, Schedule } from "effect"
 import * as Snowflake from "effect/cluster/Snowflake"
 import { SqlClient } from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
+import * as JournalEngine from "./JournalEngine.ts"
 
 /**
  * What to keep. With neither limit, nothing is deleted.
@@ -57,22 +60,41 @@ export const cleanup = (
     const sql = yield* SqlClient
     const cutoff =
       policy.maxAge === undefined ? undefined : (options.now ?? Date.now()) - Duration.toMillis(policy.maxAge)
+    const known = ["cluster_messages", JournalEngine.tables.executions]
+    const present = new Set(
+      (yield* sql.onDialectOrElse({
+        pg: () => sql<{ readonly name: string }>`SELECT table_name AS name FROM information_schema.tables
+          WHERE table_schema = current_schema() AND table_name IN ${sql.in(known)}`,
+        orElse: () => sql<{ readonly name: string }>`SELECT name FROM sqlite_master
+          WHERE type = 'table' AND name IN ${sql.in(known)}`
+      })).map((row) => row.name)
+    )
+    const cluster = present.has("cluster_messages")
+    const journal = present.has(JournalEngine.tables.executions)
     // Snowflakes carry their creation time: (id >> 22) ms after Snowflake's epoch.
     const finishedAt = sql.literal(`((m.last_reply_id >> 22) + ${Snowflake.constEpochMillis})`)
     const isComplete = sql.onDialectOrElse({
       pg: () => sql.literal(`(r.payload::jsonb -> 'value' ->> '_tag') = 'Complete'`),
       orElse: () => sql.literal(`json_extract(r.payload, '$.value._tag') = 'Complete'`)
     })
-    const finished = sql<{ readonly entity_id: string; readonly finished_at: number }>`
+    type Finished = { readonly entity_id: string; readonly finished_at: number | string }
+    const clusterRows = cluster
+      ? yield* sql<Finished>`
       SELECT m.entity_id, ${finishedAt} AS finished_at
       FROM cluster_messages m
       JOIN cluster_replies r ON r.request_id = m.id
       WHERE m.tag = 'run' AND m.processed = ${true}
         AND m.entity_type LIKE 'Workflow/%' AND m.entity_type <> 'Workflow/-/DurableClock'
         AND ${isComplete}
-      ORDER BY finished_at DESC
     `
-    const rows = yield* finished
+      : []
+    const journalRows = journal
+      ? yield* sql<Finished>`SELECT execution_id AS entity_id, updated_at AS finished_at
+          FROM journal_executions WHERE state = ${"complete"}`
+      : []
+    const rows = [...clusterRows, ...journalRows]
+      .map((row) => ({ entity_id: row.entity_id, finished_at: Number(row.finished_at) }))
+      .toSorted((a, b) => b.finished_at - a.finished_at)
     const doomed = rows
       .filter(
         (row, index) =>
@@ -86,10 +108,17 @@ export const cleanup = (
       yield* sql.withTransaction(
         Effect.gen(function* () {
           if (options.onPurge !== undefined) yield* options.onPurge(batch)
-          yield* sql`DELETE FROM cluster_replies WHERE request_id IN (
-          SELECT id FROM cluster_messages WHERE entity_id IN ${sql.in(batch)}
-        )`
-          yield* sql`DELETE FROM cluster_messages WHERE entity_id IN ${sql.in(batch)}`
+          if (cluster) {
+            yield* sql`DELETE FROM cluster_replies WHERE request_id IN (
+              SELECT id FROM cluster_messages WHERE entity_id IN ${sql.in(batch)}
+            )`
+            yield* sql`DELETE FROM cluster_messages WHERE entity_id IN ${sql.in(batch)}`
+          }
+          if (journal) {
+            for (const table of Object.values(JournalEngine.tables)) {
+              yield* sql`DELETE FROM ${sql(table)} WHERE execution_id IN ${sql.in(batch)}`
+            }
+          }
         })
       )
     }

@@ -54,13 +54,17 @@ const crashSuite = (engine: string, databaseUrl: (scenario: string) => string) =
   })
 
 crashSuite("sqlite", (scenario) => `sqlite:${Path.join(tempDir, `${scenario}.db`)}`)
+crashSuite("sqlite journal", (scenario) => `sqlite+journal:${Path.join(tempDir, `journal-${scenario}.db`)}`)
 
 const postgresUrls: Array<string> = []
 let postgresBase = ""
+let journalBase = ""
 beforeAll(async () => {
   postgresBase = await createDatabase("crash")
-  postgresUrls.push(postgresBase)
+  journalBase = await createDatabase("crash_journal")
+  postgresUrls.push(postgresBase, journalBase)
 })
 afterAll(() => Promise.all(postgresUrls.map(dropDatabase)))
 // One database for the four scenarios: each run has its own id.
 crashSuite("postgres", () => postgresBase)
+crashSuite("postgres journal", () => journalBase.replace(/^postgres:/, "postgres+journal:"))

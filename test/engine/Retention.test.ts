@@ -13,7 +13,25 @@ import { createDatabase, dropDatabase } from "./TestDatabase.ts"
 
 const tempDir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "agent-retention-"))
 
-const retentionSuite = (engine: string, layer: () => Layer.Layer<any, unknown>) =>
+/** Rows an execution has in the cluster engine's tables. */
+const clusterRows = (sql: SqlClient, id: string) =>
+  Effect.map(sql<{ n: number }>`SELECT count(*) AS n FROM cluster_messages WHERE entity_id = ${id}`, (r) =>
+    Number(r[0]!.n)
+  )
+
+/** Rows an execution has in the journal engine's tables. */
+const journalRows = (sql: SqlClient, id: string) =>
+  Effect.map(
+    sql<{ n: number }>`SELECT (SELECT count(*) FROM journal_executions WHERE execution_id = ${id})
+      + (SELECT count(*) FROM journal_activities WHERE execution_id = ${id}) AS n`,
+    (r) => Number(r[0]!.n)
+  )
+
+const retentionSuite = (
+  engine: string,
+  layer: () => Layer.Layer<any, unknown>,
+  rowsIn: (sql: SqlClient, id: string) => Effect.Effect<number, unknown> = clusterRows
+) =>
   describe(`Retention on ${engine}`, () => {
     it.live("deletes only finished executions beyond the policy, and everything of them", () =>
       Effect.gen(function* () {
@@ -27,10 +45,7 @@ const retentionSuite = (engine: string, layer: () => Layer.Layer<any, unknown>) 
         const waiting = yield* Gate.execute({ id: unique("waiting") }, { discard: true })
         yield* pollUntil(Gate.poll(waiting), (r) => r._tag === "Suspended")
         const ids = yield* Effect.forEach(names, (name) => Greet.executionId({ name }))
-        const rowsOf = (id: string) =>
-          Effect.map(sql<{ n: number }>`SELECT count(*) AS n FROM cluster_messages WHERE entity_id = ${id}`, (r) =>
-            Number(r[0]!.n)
-          )
+        const rowsOf = (id: string) => rowsIn(sql, id)
 
         const report = yield* Retention.cleanup({ maxCount: 1 })
         assert.strictEqual(report.deletedExecutions, 2)
@@ -86,6 +101,11 @@ const retentionSuite = (engine: string, layer: () => Layer.Layer<any, unknown>) 
 
 let counter = 0
 retentionSuite("sqlite", () => AgentEngine.layerSqlite({ filename: Path.join(tempDir, `r-${++counter}.db`) }))
+retentionSuite(
+  "sqlite journal",
+  () => AgentEngine.layerJournalSqlite({ filename: Path.join(tempDir, `r-${++counter}.db`) }),
+  journalRows
+)
 
 const urls: Array<string> = []
 beforeAll(async () => {
@@ -95,6 +115,20 @@ beforeAll(async () => {
     await createDatabase("retention-c")
   )
 })
-afterAll(() => Promise.all(urls.map(dropDatabase)))
+const journalUrls: Array<string> = []
+beforeAll(async () => {
+  journalUrls.push(
+    await createDatabase("retention-journal-a"),
+    await createDatabase("retention-journal-b"),
+    await createDatabase("retention-journal-c")
+  )
+})
+afterAll(() => Promise.all([...urls, ...journalUrls].map(dropDatabase)))
 let pgIndex = 0
 retentionSuite("postgres", () => AgentEngine.layerPostgres({ url: Redacted.make(urls[pgIndex++]!) }))
+let journalIndex = 0
+retentionSuite(
+  "postgres journal",
+  () => AgentEngine.layerJournalPostgres({ url: Redacted.make(journalUrls[journalIndex++]!) }),
+  journalRows
+)
