@@ -3,7 +3,7 @@
  *
  * Without ANTHROPIC_API_KEY it starts the built-in scripted model on 127.0.0.1
  * and the real Claude Code CLI talks to that; with a key it talks to the real
- * API. Run it with `npm start` (or `node examples/query.ts "your prompt"`).
+ * API. Run it with `npm run example:query` (or `node examples/query.ts "your prompt"`).
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { Console, Effect, Layer, Stream } from "effect"

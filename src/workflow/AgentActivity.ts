@@ -17,7 +17,7 @@
  * @since 0.1.0
  */
 import type * as Sdk from "@anthropic-ai/claude-agent-sdk"
-import { Duration, Effect, Exit, Stream } from "effect"
+import { Duration, Effect, Exit, Metric, Stream } from "effect"
 import * as Activity from "effect/workflow/Activity"
 import * as DurableClock from "effect/workflow/DurableClock"
 import { WorkflowInstance } from "effect/workflow/WorkflowEngine"
@@ -27,6 +27,7 @@ import * as AgentMessage from "../sdk/AgentMessage.ts"
 import { AgentSdk, type QueryOptions } from "../sdk/AgentSdk.ts"
 import * as AgentSdkError from "../sdk/AgentSdkError.ts"
 import { SessionStore } from "../sdk/SessionStore.ts"
+import * as AgentMetrics from "./AgentMetrics.ts"
 import * as StepName from "./StepName.ts"
 
 /**
@@ -176,6 +177,17 @@ const attemptActivity = <R>(name: string, attempt: number, prompt: string, optio
         "agent.cost_usd": result.costUsd,
         "agent.turns": result.turns
       })
+      const workflow = { workflow: (yield* WorkflowInstance).workflow._tag }
+      yield* Metric.update(Metric.withAttributes(AgentMetrics.steps, workflow), 1)
+      yield* Metric.update(
+        Metric.withAttributes(AgentMetrics.tokens, { ...workflow, direction: "input" }),
+        result.usage.inputTokens
+      )
+      yield* Metric.update(
+        Metric.withAttributes(AgentMetrics.tokens, { ...workflow, direction: "output" }),
+        result.usage.outputTokens
+      )
+      yield* Metric.update(Metric.withAttributes(AgentMetrics.costUsd, workflow), result.costUsd)
       return result
     }).pipe(
       Effect.scoped,

@@ -1,6 +1,7 @@
 /**
  * Everything the workflow layer needs, on one database: the engine, the
- * output log, the requests people decide, and the agent sessions.
+ * output log, the requests people decide, the run registry, and the agent
+ * sessions.
  *
  * Workflows registered on top of this (with `AgentWorkflow.toLayer`) also
  * need an `AgentSdk` (the real API, or the scripted model in tests) and the
@@ -17,28 +18,34 @@ import { AgentOutput } from "../output/AgentOutput.ts"
 import { SessionStore } from "../sdk/SessionStore.ts"
 import type { ApprovalSecret } from "./ApprovalToken.ts"
 import { Approvals } from "./Approvals.ts"
+import { Runs } from "./Runs.ts"
 
 /**
  * The services of the workflow layer.
  *
  * @category models
  */
-export type Services = WorkflowEngine | AgentOutput | Approvals | SessionStore
+export type Services = WorkflowEngine | AgentOutput | Approvals | Runs | SessionStore
 
 /**
- * The output log, requests and sessions in the engine's own database.
+ * The output log, requests, run registry and sessions in the engine's own database.
  *
  * @category layers
  */
 export const layerServices: Layer.Layer<
-  AgentOutput | Approvals | SessionStore,
+  AgentOutput | Approvals | Runs | SessionStore,
   unknown,
   SqlClient | WorkflowEngine | ApprovalSecret
-> = Approvals.layer.pipe(Layer.provideMerge(AgentOutput.layer()), Layer.merge(SessionStore.layer))
+> = Runs.layer.pipe(
+  Layer.provideMerge(Approvals.layer),
+  Layer.provideMerge(AgentOutput.layer()),
+  Layer.merge(SessionStore.layer)
+)
 
 /**
  * The workflow layer on a database: memory, an SQLite file, or Postgres (one
- * process, or a runner of a cluster when `runner` is given).
+ * process, or a runner of a cluster when `runner` is given), on the cluster
+ * engine or, when the database asks for it, the journal engine.
  *
  * @category layers
  */
@@ -54,13 +61,21 @@ export const layer = (
         Layer.provide(SqliteClient.layer({ filename: ":memory:" }))
       )
     case "Sqlite":
-      return layerServices.pipe(Layer.provideMerge(AgentEngine.layerSqlite({ filename: database.filename })))
+      return layerServices.pipe(
+        Layer.provideMerge(
+          database.engine === "journal"
+            ? AgentEngine.layerJournalSqlite({ filename: database.filename })
+            : AgentEngine.layerSqlite({ filename: database.filename })
+        )
+      )
     case "Postgres":
       return layerServices.pipe(
         Layer.provideMerge(
-          options.runner === undefined
-            ? AgentEngine.layerPostgres({ url: database.url })
-            : AgentEngine.layerPostgresCluster({ url: database.url, runner: options.runner })
+          database.engine === "journal"
+            ? AgentEngine.layerJournalPostgres({ url: database.url })
+            : options.runner === undefined
+              ? AgentEngine.layerPostgres({ url: database.url })
+              : AgentEngine.layerPostgresCluster({ url: database.url, runner: options.runner })
         )
       )
   }

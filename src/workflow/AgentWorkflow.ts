@@ -21,7 +21,7 @@
  *
  * @since 0.1.0
  */
-import { Context, Duration, Effect, Schema } from "effect"
+import { Cause, Context, Duration, Effect, Exit, Option, Schema } from "effect"
 import * as Activity from "effect/workflow/Activity"
 import * as DurableClock from "effect/workflow/DurableClock"
 import * as DurableDeferred from "effect/workflow/DurableDeferred"
@@ -33,6 +33,7 @@ import type * as AgentMessage from "../sdk/AgentMessage.ts"
 import type * as AgentSdkError from "../sdk/AgentSdkError.ts"
 import * as AgentActivity from "./AgentActivity.ts"
 import { Approvals, Decision, deferredFor } from "./Approvals.ts"
+import { type Outcome, Runs } from "./Runs.ts"
 import * as StepName from "./StepName.ts"
 
 export { Decision } from "./Approvals.ts"
@@ -60,6 +61,30 @@ const status = (step: string, index: number, payload: Record<string, unknown>) =
 
 const finalized = new WeakSet<object>()
 
+// The workflow's registration already requires its schemas' services.
+const encode = (schema: Schema.Top, value: unknown) =>
+  Schema.encodeUnknownEffect(Schema.toCodecJson(schema as Schema.Codec<unknown, unknown>))(value)
+
+/** A run's exit as the registry records it: the result or error encoded with the workflow's schemas. */
+const outcomeOf = (
+  workflow: Workflow.Any,
+  exit: Exit.Exit<unknown, unknown>
+): Effect.Effect<
+  { readonly status: Outcome; readonly result?: unknown; readonly error?: unknown },
+  Schema.SchemaError
+> => {
+  const { successSchema, errorSchema } = workflow as Workflow.AnyWithProps
+  if (Exit.isSuccess(exit)) {
+    return Effect.map(encode(successSchema, exit.value), (result) => ({ status: "completed", result }))
+  }
+  if (Cause.hasInterruptsOnly(exit.cause)) return Effect.succeed({ status: "interrupted" })
+  return Option.match(Cause.findErrorOption(exit.cause), {
+    onNone: () =>
+      Effect.succeed({ status: "failed", error: { _tag: "Defect", message: String(Cause.squash(exit.cause)) } }),
+    onSome: (value) => Effect.map(encode(errorSchema, value), (error) => ({ status: "failed", error }))
+  })
+}
+
 /**
  * Registers a workflow whose body uses this module: the run gets a span and
  * log annotations, and when it ends its output log is closed (so live
@@ -81,13 +106,26 @@ export const toLayer = <
     Effect.gen(function* () {
       const output = yield* AgentOutput
       const approvals = yield* Effect.serviceOption(Approvals)
+      const runs = yield* Effect.serviceOption(Runs)
       // Each replay of the body runs this again on the same run scope.
       const scope = yield* Workflow.scope
       if (!finalized.has(scope)) {
         finalized.add(scope)
+        // Runs started by other means than the service (`execute`, WorkflowProxy) are listed too.
+        if (runs._tag === "Some") {
+          const input = yield* Effect.orDie(
+            Schema.encodeUnknownEffect(Schema.toCodecJson(workflow.payloadSchema))(payload)
+          )
+          yield* Effect.orDie(runs.value.register({ runId, workflow: workflow._tag, input }))
+        }
         yield* Workflow.addFinalizer((exit) =>
           Effect.gen(function* () {
             if (approvals._tag === "Some") yield* Effect.ignore(approvals.value.close(runId))
+            // Before the output ends: a follower that sees the end reads the final status.
+            if (runs._tag === "Some")
+              yield* Effect.ignore(
+                Effect.flatMap(outcomeOf(workflow, exit), (outcome) => runs.value.finish(runId, outcome))
+              )
             yield* Effect.ignore(output.end(runId))
             yield* Effect.logInfo(exit._tag === "Success" ? "run completed" : "run ended without success")
           })
@@ -190,6 +228,17 @@ const agentStep = <R>(name: string, step: AgentStep<R>) =>
     if (budget._tag === "Some") yield* budget.value.admit(name, step.estimatedTokens)
     const result = yield* AgentActivity.query(name, step.prompt, step)
     if (budget._tag === "Some") budget.value.spend(result)
+    const runs = yield* Effect.serviceOption(Runs)
+    if (runs._tag === "Some") {
+      const { runId } = yield* runOf
+      yield* Effect.orDie(
+        runs.value.recordUsage(runId, name, {
+          inputTokens: result.usage.inputTokens,
+          outputTokens: result.usage.outputTokens,
+          costUsd: result.costUsd
+        })
+      )
+    }
     return result
   })
 

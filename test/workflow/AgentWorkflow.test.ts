@@ -118,7 +118,11 @@ let files = 0
 
 const databases: ReadonlyArray<readonly [string, () => AgentEngine.Database]> = [
   ["memory", () => ({ _tag: "Memory" })],
-  ["sqlite", () => ({ _tag: "Sqlite", filename: Path.join(tempDir, `w-${++files}.db`) })]
+  ["sqlite", () => ({ _tag: "Sqlite", filename: Path.join(tempDir, `w-${++files}.db`) })],
+  [
+    "the journal engine on sqlite",
+    () => ({ _tag: "Sqlite", filename: Path.join(tempDir, `j-${++files}.db`), engine: "journal" })
+  ]
 ]
 
 const setup = (database: AgentEngine.Database, script: ScriptedModel.Script) =>
