@@ -11,6 +11,7 @@ import * as Engine from "./engine.ts"
 import * as Failover from "./failover.ts"
 import * as Output from "./output.ts"
 import * as Peers from "./peers.ts"
+import * as Service from "./service.ts"
 import { barChart } from "./Chart.ts"
 import { format, type Measurement, measured, summary, verdict } from "./Measurement.ts"
 
@@ -56,6 +57,9 @@ const render = (measurements: ReadonlyArray<Measurement>, peers: ReadonlyArray<s
     "- Output channel: throughput publishes batches of 1000 events; one-node latency runs from `publish` to the",
     "  subscriber's stream emitting the event (same process, performance.now); across processes the publisher is a",
     "  separate Node process on the same Postgres and the wall clock stamps the event.",
+    "- Service: resume after an approval runs from `Approvals.decide` (record, then deliver) to the joined `execute`",
+    "  returning; the whole-stack first token runs from `POST /v1/runs` on `npm start`'s server (scripted model, no",
+    "  delay) to the first `text_delta` on the run's SSE stream, next to a cold query's first token from the SDK.",
     "- Peers: the same workflow on DBOS Transact, LangGraph.js and Restate; see [Peers](#peers).",
     "",
     "| group | measurement | n | min | median | max | vs baseline (median) | target |",
@@ -85,6 +89,8 @@ const program = Effect.gen(function* () {
   measurements.push(...(yield* Engine.run(quick)))
   yield* Console.log("output channel…")
   measurements.push(...(yield* Output.run(quick)))
+  yield* Console.log("service…")
+  measurements.push(...(yield* Service.run(quick)))
   yield* Console.log("failover…")
   measurements.push(...(yield* Failover.run(quick ? 1 : 5)))
   yield* Console.log("peers…")
