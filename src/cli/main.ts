@@ -18,6 +18,7 @@ import { PgClient } from "@effect/sql-pg"
 import type { RunView } from "../api/AgentApi.ts"
 import * as AgentEngine from "../engine/AgentEngine.ts"
 import * as Retention from "../engine/Retention.ts"
+import * as AgentRuntime from "../workflow/AgentRuntime.ts"
 import * as SqliteClient from "../engine/SqliteClient.ts"
 import { AgentClient, CliFailure, describeFailure, resolveToken } from "./AgentClient.ts"
 import * as Tail from "./Tail.ts"
@@ -64,10 +65,11 @@ const cleanup = Command.make(
           ? PgClient.layer({ url: database.url })
           : undefined
     if (client === undefined) return yield* Effect.fail(new Error("the memory engine keeps nothing to clean up"))
-    const report = yield* Retention.cleanup({
-      maxAge: Option.getOrUndefined(maxAge),
-      maxCount: Option.getOrUndefined(maxCount)
-    }).pipe(Effect.provide(client as Layer.Layer<any, unknown>))
+    const report = yield* Retention.cleanup(
+      { maxAge: Option.getOrUndefined(maxAge), maxCount: Option.getOrUndefined(maxCount) },
+      // The runs' output, requests and registry entries go with the engine's state.
+      { onPurge: AgentRuntime.purgeRuns }
+    ).pipe(Effect.provide(client as Layer.Layer<any, unknown>))
     yield* Console.log(`deleted ${report.deletedExecutions} finished run(s)`)
   })
 ).pipe(Command.withDescription("Delete finished runs beyond a retention policy"))

@@ -10,7 +10,7 @@
  * @since 0.1.0
  */
 import { Config, Effect, Layer } from "effect"
-import type { SqlClient } from "effect/sql/SqlClient"
+import { SqlClient } from "effect/sql/SqlClient"
 import type { WorkflowEngine } from "effect/workflow/WorkflowEngine"
 import * as AgentEngine from "../engine/AgentEngine.ts"
 import * as SqliteClient from "../engine/SqliteClient.ts"
@@ -92,3 +92,37 @@ export const layerConfig: Layer.Layer<Services, unknown, ApprovalSecret> = Layer
     return layer(yield* AgentEngine.parseDatabaseUrl(url))
   })
 )
+
+// The workflow layer's tables keyed by run id, children before parents.
+const runTables = [
+  "agent_output_events",
+  "agent_output_blobs",
+  "agent_output_runs",
+  "agent_waits",
+  "agent_run_usage",
+  "agent_runs"
+] as const
+
+/**
+ * Deletes what the workflow layer keeps of these runs (output, requests,
+ * usage, the registry), for `Retention.cleanup`'s `onPurge`: retention then
+ * removes the engine's state and ours in one transaction. Tables a database
+ * never had are skipped.
+ *
+ * @category retention
+ */
+export const purgeRuns = (runIds: ReadonlyArray<string>) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient
+    const present = new Set(
+      (yield* sql.onDialectOrElse({
+        pg: () => sql<{ readonly name: string }>`SELECT table_name AS name FROM information_schema.tables
+          WHERE table_schema = current_schema() AND table_name IN ${sql.in(runTables)}`,
+        orElse: () => sql<{ readonly name: string }>`SELECT name FROM sqlite_master
+          WHERE type = 'table' AND name IN ${sql.in(runTables)}`
+      })).map((row) => row.name)
+    )
+    for (const table of runTables) {
+      if (present.has(table)) yield* sql`DELETE FROM ${sql(table)} WHERE run_id IN ${sql.in(runIds)}`
+    }
+  })
