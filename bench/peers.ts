@@ -158,7 +158,7 @@ export const run = (quick: boolean) =>
     // Counting transactions takes half a minute of settling: full runs only.
     const countedSteps = quick ? undefined : 100
     const ours = entryOf(Ours.peer)
-    const others = [Dbos.peer, LangGraph.peer, Restate.peer].map(entryOf)
+    const others = [Ours.journalPeer, Dbos.peer, LangGraph.peer, Restate.peer].map(entryOf)
     const entries = [ours, ...others]
     const live = () => entries.filter((entry) => entry.failure === undefined)
 
@@ -284,7 +284,10 @@ const render = (options: {
 }): ReadonlyArray<string> => {
   const { steps, trials, batch, countedSteps, raw, rows } = options
   const ours = rows[0]!
-  const versusDbos = ratio(ours.step, rows.find((row) => row.entry.peer === Dbos.peer)!.step)
+  const dbos = rows.find((row) => row.entry.peer === Dbos.peer)!.step
+  const versusDbos = ratio(ours.step, dbos)
+  const journal = rows.find((row) => row.entry.peer === Ours.journalPeer)!.step
+  const journalVersusDbos = ratio(journal, dbos)
   const transactions = (row: Row) =>
     !row.entry.peer.postgres ? "n/a" : row.tx === undefined ? "full run only" : format(median(row.tx)!)
   return [
@@ -321,6 +324,13 @@ const render = (options: {
         : versusDbos < 1
           ? `met (ours takes ${versusDbos.toFixed(2)}× DBOS's time)`
           : `missed by ${((versusDbos - 1) * 100).toFixed(1)} % (ours takes ${versusDbos.toFixed(2)}× DBOS's time per step)`
+    }.`,
+    `- Ours on the JournalEngine, per step, ${verdict({ ...journal, target: { ratio: 1.5, text: "≤ 1.5× a raw commit" } }, ratio(journal, raw)) || "≤ 1.5× a raw commit: not judged, no number"}; ahead of DBOS Transact: ${
+      journalVersusDbos === undefined
+        ? "not judged, no number"
+        : journalVersusDbos < 1
+          ? `met (it takes ${journalVersusDbos.toFixed(2)}× DBOS's time)`
+          : `missed by ${((journalVersusDbos - 1) * 100).toFixed(1)} % (${journalVersusDbos.toFixed(2)}× DBOS's time per step)`
     }.`
   ]
 }

@@ -31,6 +31,7 @@ const peersChart = (measurements: ReadonlyArray<Measurement>): string =>
         label: m.name
           .replace(/^peers: /, "")
           .replace(/: one step \(.*\)$/, "")
+          .replace(/^effect-claude-agent \(ours: (.*)\)$/, "ours: $1")
           .replace(/ \(.*\)$/, ""),
         value: summary(m.samples).median,
         highlight: m.name.includes("ours")

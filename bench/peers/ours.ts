@@ -1,6 +1,7 @@
 /**
  * Ours: `Bench/Steps` on `AgentEngine.layerPostgres`, effect/cluster's
- * `ClusterWorkflowEngine` on Postgres, as bench/engine.ts measures it.
+ * `ClusterWorkflowEngine` on Postgres, as bench/engine.ts measures it, and
+ * on our `JournalEngine` on the same Postgres.
  */
 import { Context, Effect, Layer, Redacted } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
@@ -26,4 +27,19 @@ export const peer = {
         rawCommit: Effect.asVoid(sql`INSERT INTO bench_raw (v) VALUES (${"x"})`)
       }
     })
+} satisfies Peer
+
+/** Ours on `AgentEngine.layerJournalPostgres`: our single-process engine, one write per step. */
+export const journalPeer = {
+  key: "ours_journal",
+  name: "effect-claude-agent (ours: JournalEngine)",
+  storage: "Postgres: one row of journal_activities",
+  postgres: true,
+  start: (url: string) =>
+    Effect.map(
+      Layer.build(workflows.pipe(Layer.provideMerge(AgentEngine.layerJournalPostgres({ url: Redacted.make(url) })))),
+      (context) => ({
+        run: (id: string, steps: number) => Steps.execute({ id, steps }).pipe(Effect.provideContext(context))
+      })
+    )
 } satisfies Peer
