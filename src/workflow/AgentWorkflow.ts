@@ -118,8 +118,14 @@ export const toLayer = <
           )
           yield* Effect.orDie(runs.value.register({ runId, workflow: workflow._tag, input }))
         }
+        const instance = yield* WorkflowInstance
         yield* Workflow.addFinalizer((exit) =>
           Effect.gen(function* () {
+            // The engine also closes the scopes of replays that suspended (with a void exit) and
+            // of replays cut off by an interruption from outside (the run replays elsewhere):
+            // neither is the run's end, and ending its output then would break the replay to come.
+            if (instance.suspended) return
+            if (Exit.isFailure(exit) && Cause.hasInterruptsOnly(exit.cause) && !instance.interrupted) return
             if (approvals._tag === "Some") yield* Effect.ignore(approvals.value.close(runId))
             // Before the output ends: a follower that sees the end reads the final status.
             if (runs._tag === "Some")

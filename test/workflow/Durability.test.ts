@@ -164,7 +164,7 @@ describe("sessions across runners on Postgres", () => {
         const result = JSON.parse(yield* lineFrom(b, "RESULT "))
         b.kill("SIGTERM")
         yield* exited(b)
-        assert.deepInclude(result.ok, { approved: true, outcome })
+        assert.deepInclude(result.ok, { approved: true, outcome }, JSON.stringify(result))
 
         const requests = yield* model.modelRequests
         assert.strictEqual(requests.length, 2)
