@@ -107,7 +107,7 @@ export const toLayer = <
       const output = yield* AgentOutput
       const approvals = yield* Effect.serviceOption(Approvals)
       const runs = yield* Effect.serviceOption(Runs)
-      // Each replay of the body runs this again on the same run scope.
+      // Once per scope: the engines give each replay of the body a scope of its own.
       const scope = yield* Workflow.scope
       if (!finalized.has(scope)) {
         finalized.add(scope)
