@@ -9,12 +9,13 @@
  * default, or one for a run that has ended, is refused with a clear error and
  * changes nothing: the table, not a race between deliveries, decides.
  *
- * A crash between recording and delivering leaves a decision recorded but
- * undelivered; the layer delivers those when it starts.
+ * A crash between recording and delivering, or a delivery that fails, leaves
+ * a decision recorded but undelivered; every process running the layer
+ * delivers those in the background, at start and every few seconds after.
  *
  * @since 0.1.0
  */
-import { Context, Effect, Exit, Layer, Option, Schema } from "effect"
+import { Context, Duration, Effect, Exit, Layer, Option, Schedule, Schema } from "effect"
 import * as Migrator from "effect/sql/Migrator"
 import { SqlClient } from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
@@ -184,7 +185,10 @@ const migrations = (sql: SqlClient) =>
         PRIMARY KEY (run_id, step)
       )`
       yield* sql`CREATE INDEX IF NOT EXISTS agent_waits_state_idx ON agent_waits (state, created_at)`
-    })
+    }),
+    // What the redelivery sweep reads every few seconds: a handful of rows, never the decided history.
+    "2_undelivered": sql`CREATE INDEX IF NOT EXISTS agent_waits_undelivered_idx ON agent_waits (run_id)
+      WHERE state = 'decided' AND delivered_at IS NULL`
   })
 
 interface WaitRow {
@@ -213,6 +217,12 @@ const toWait = (row: WaitRow): Wait =>
     ...(row.expires_at === null ? {} : { expiresAt: Number(row.expires_at) }),
     ...(row.decided_at === null ? {} : { decidedAt: Number(row.decided_at) })
   })
+
+// How often every process looks for decisions recorded but not delivered.
+const redeliverEvery = Duration.seconds(5)
+
+const deliveryDeferred = (runId: string, step: string, cause: unknown) =>
+  Effect.logWarning("decision recorded; its delivery failed and will be retried", { runId, step }, cause)
 
 /**
  * @category constructors
@@ -261,23 +271,27 @@ export const make = Effect.gen(function* () {
       yield* sql`UPDATE agent_waits SET delivered_at = ${Date.now()} WHERE run_id = ${row.runId} AND step = ${row.step}`
     })
 
+  // The request's announcement (index 0), from the request or its stored row: the same event either way.
+  const announceRequest = (wait: {
+    readonly runId: string
+    readonly step: string
+    readonly purpose: ApprovalToken.Purpose
+    readonly request: unknown
+    readonly expiresAt?: number | undefined
+  }) =>
+    announce(wait.runId, wait.step, 0, wait.purpose === "approval" ? "approval_requested" : "input_requested", {
+      purpose: wait.purpose,
+      request: wait.request ?? null,
+      ...(wait.expiresAt === undefined ? {} : { expiresAt: wait.expiresAt })
+    })
+
   const request: Approvals["Service"]["request"] = (wait) =>
     Effect.gen(function* () {
       yield* sql`INSERT INTO agent_waits (run_id, step, workflow, purpose, request, state, created_at, expires_at)
         VALUES (${wait.runId}, ${wait.step}, ${wait.workflow}, ${wait.purpose}, ${JSON.stringify(wait.request ?? null)},
           'pending', ${Date.now()}, ${wait.expiresAt ?? null})
         ON CONFLICT DO NOTHING`
-      yield* announce(
-        wait.runId,
-        wait.step,
-        0,
-        wait.purpose === "approval" ? "approval_requested" : "input_requested",
-        {
-          purpose: wait.purpose,
-          request: wait.request ?? null,
-          ...(wait.expiresAt === undefined ? {} : { expiresAt: wait.expiresAt })
-        }
-      )
+      yield* announceRequest(wait)
     })
 
   const decide: Approvals["Service"]["decide"] = (token, response) =>
@@ -292,7 +306,7 @@ export const make = Effect.gen(function* () {
         SET state = 'decided', response = ${encodeResponse(claims.purpose, value)}, decided_at = ${now}
         WHERE run_id = ${claims.executionId} AND step = ${claims.step} AND purpose = ${claims.purpose}
           AND state = 'pending'
-        RETURNING run_id`
+        RETURNING request, expires_at`
       if (updated.length === 0) {
         const existing = yield* find(claims.executionId, claims.step)
         const reason =
@@ -305,9 +319,24 @@ export const make = Effect.gen(function* () {
                 : "already_decided"
         return yield* new DecisionRejected({ runId: claims.executionId, step: claims.step, reason })
       }
+      // A decision that comes quickly, from another process, can be recorded before the run has
+      // announced the request: announce it here first, so the log never shows the answer before the question.
+      const row = updated[0] as { readonly request: string; readonly expires_at: number | string | null }
+      yield* announceRequest({
+        runId: claims.executionId,
+        step: claims.step,
+        purpose: claims.purpose,
+        request: JSON.parse(row.request),
+        expiresAt: row.expires_at === null ? undefined : Number(row.expires_at)
+      })
       yield* announce(claims.executionId, claims.step, 1, "decided", { purpose: claims.purpose, response: value })
-      yield* deliver({ ...claims, runId: claims.executionId, response: value })
-      yield* Effect.logInfo("decision recorded and delivered", { runId: claims.executionId, step: claims.step })
+      // The decision is recorded: it stands whether this delivery works or the sweep makes it later.
+      yield* deliver({ ...claims, runId: claims.executionId, response: value }).pipe(
+        Effect.andThen(
+          Effect.logInfo("decision recorded and delivered", { runId: claims.executionId, step: claims.step })
+        ),
+        Effect.catchCause((cause) => deliveryDeferred(claims.executionId, claims.step, cause))
+      )
       return claims
     })
 
@@ -355,10 +384,27 @@ export const make = Effect.gen(function* () {
       })
     ).pipe(Effect.provideService(ApprovalToken.ApprovalSecret, secret))
 
-  // Decisions recorded by a process that died before delivering them.
-  const undelivered = yield* sql<WaitRow>`SELECT * FROM agent_waits WHERE state = 'decided' AND delivered_at IS NULL`
-  yield* Effect.forEach(undelivered.map(toWait), (wait) =>
-    deliver({ ...wait, response: wait.response as Decision | string })
+  // Decisions recorded but not delivered: their process died in between, or the delivery failed (the
+  // database away, or at start-up the run's workflow not registered yet, which the cluster engine waits
+  // for). Delivering is idempotent, the deferred's first completion wins, so processes may race here.
+  // In the background: a delivery waits for the workflows this very process registers after this layer.
+  const sweep = Effect.gen(function* () {
+    const undelivered = yield* sql<WaitRow>`SELECT * FROM agent_waits
+      WHERE state = 'decided' AND delivered_at IS NULL`
+    yield* Effect.forEach(
+      undelivered.map(toWait),
+      (wait) =>
+        deliver({ ...wait, response: wait.response as Decision | string }).pipe(
+          Effect.andThen(Effect.logInfo("undelivered decision delivered", { runId: wait.runId, step: wait.step })),
+          Effect.catchCause((cause) => deliveryDeferred(wait.runId, wait.step, cause))
+        ),
+      { concurrency: 4, discard: true }
+    )
+  })
+  yield* sweep.pipe(
+    Effect.catchCause((cause) => Effect.logWarning("Approvals: the redelivery sweep failed; trying again", cause)),
+    Effect.repeat(Schedule.spaced(redeliverEvery)),
+    Effect.forkScoped
   )
 
   return Approvals.of({ request, decide, expire, close, list, tokenFor })
