@@ -174,10 +174,12 @@ export const run = (options: Options): Effect.Effect<ScenarioReport> =>
       }
 
       const workflowOf = options.workflow === "Campaign" ? Campaign : Gates
+      const keyAt = (i: number) =>
+        `s${options.seed}-${options.scenario.replace(/\W+/g, "")}-${String(i).padStart(3, "0")}`
       const addRuns = Effect.gen(function* () {
         const open = [...runs.values()].filter((r) => r.end === undefined).length
         for (let i = open; i < options.inFlight && runs.size < options.maxRuns; i++) {
-          const key = `s${options.seed}-${options.scenario.replace(/\W+/g, "")}-${String(runs.size).padStart(3, "0")}`
+          const key = keyAt(runs.size)
           runs.set(key, {
             ref: { workflow: options.workflow, key },
             runId: yield* workflowOf.executionId({ key }),
@@ -217,7 +219,8 @@ export const run = (options: Options): Effect.Effect<ScenarioReport> =>
         })
 
       const startDecider = Effect.gen(function* () {
-        const all = [...runs.values()]
+        // Every run the scenario will start, not only those started so far: runners get new runs while it lives.
+        const all = Array.from({ length: options.maxRuns }, (_, i) => ({ workflow: options.workflow, key: keyAt(i) }))
         decider = yield* Workers.start({
           name: `decider-${spawned++}`,
           dir: options.dir,
@@ -228,7 +231,7 @@ export const run = (options: Options): Effect.Effect<ScenarioReport> =>
             home: options.dir,
             start: [],
             watch: [],
-            decideFor: all.map((r) => r.ref)
+            decideFor: all
           },
           onLine
         })
