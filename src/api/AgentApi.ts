@@ -11,6 +11,7 @@
  *
  * @since 0.1.0
  */
+import type { Array as Arr } from "effect"
 import { Schema } from "effect"
 import * as Sse from "effect/encoding/Sse"
 import {
@@ -22,6 +23,7 @@ import {
   HttpApiSecurity,
   OpenApi
 } from "effect/http-api"
+import { Rpc } from "effect/rpc"
 import type * as Workflow from "effect/workflow/Workflow"
 import * as WorkflowProxy from "effect/workflow/WorkflowProxy"
 import { OutputEvent } from "../output/OutputEvent.ts"
@@ -55,6 +57,20 @@ export class RequestErrors extends HttpApiMiddleware.Service<RequestErrors>()("e
 // ---------------------------------------------------------------------------
 // Schemas
 // ---------------------------------------------------------------------------
+
+/**
+ * A name the API stores or looks up (a run id, a workflow name, an idempotency
+ * key, a cursor): any string without NUL characters, which Postgres cannot
+ * store in text. Refusing them here is a 400 instead of a database error.
+ *
+ * @category schemas
+ */
+export const Identifier = Schema.String.check(
+  Schema.makeFilter((value: string) => !value.includes("\u0000"), {
+    message: "Must not contain NUL (\\u0000) characters",
+    toJsonSchema: () => ({ pattern: "^[^\\u0000]*$" })
+  })
+)
 
 /**
  * What a run can be doing.
@@ -128,7 +144,7 @@ export const CreateRun = Schema.Struct({
   workflow: Schema.String,
   input: Schema.Unknown,
   /** The same key (for the same workflow) always names the same run. */
-  idempotencyKey: Schema.optional(Schema.String.check(Schema.isNonEmpty()))
+  idempotencyKey: Schema.optional(Identifier.check(Schema.isNonEmpty()))
 })
 
 /**
@@ -187,7 +203,9 @@ export const Health = Schema.Struct({
  */
 export const EventStream = HttpApiSchema.StreamSse({ events: Sse.EventEncoded })
 
-const runId = { runId: Schema.String }
+const runId = { runId: Identifier }
+
+const ResumePayload = Schema.Struct({ executionId: Identifier })
 
 // ---------------------------------------------------------------------------
 // Groups
@@ -209,9 +227,9 @@ export class RunsGroup extends HttpApiGroup.make("runs")
     HttpApiEndpoint.get("list", "/v1/runs", {
       query: {
         status: Schema.optional(RunStatus),
-        workflow: Schema.optional(Schema.String),
+        workflow: Schema.optional(Identifier),
         limit: Schema.optional(Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 100 }))),
-        cursor: Schema.optional(Schema.String)
+        cursor: Schema.optional(Identifier)
       },
       success: RunPage,
       error: ApiError.BadRequest
@@ -293,11 +311,38 @@ export class AgentApi extends HttpApi.make("effect-claude-agent")
  */
 export const workflowsGroup = <const Workflows extends readonly [Workflow.Any, ...Array<Workflow.Any>]>(
   workflows: Workflows
-) =>
-  WorkflowProxy.toHttpApiGroup("workflows", workflows)
+) => {
+  const group = WorkflowProxy.toHttpApiGroup("workflows", workflows)
+  // The same endpoints, but `…/resume` takes an `Identifier`: on Postgres the cluster engine retries a
+  // write it can never make (an id with NUL) forever, and the request would never be answered.
+  const resumes = workflows.map(({ _tag }) => {
+    const endpoint = (group.endpoints as unknown as Record<string, HttpApiEndpoint.Top>)[`${_tag}Resume`]!
+    return HttpApiEndpoint.post(endpoint.identifier, endpoint.path as `/${string}`, {
+      payload: ResumePayload
+    }).annotateMerge(endpoint.annotations)
+  }) as unknown as Arr.NonEmptyReadonlyArray<HttpApiEndpoint.Top>
+  return (group.add(...resumes) as unknown as typeof group)
     .prefix("/v1/workflows")
     .middleware(Authorization)
     .middleware(RequestErrors)
+}
+
+/**
+ * The RPC procedures of a server's own workflows (`WorkflowProxy.toRpcGroup`),
+ * with the same `Identifier` check on `…Resume` as the HTTP endpoint.
+ *
+ * @category api
+ */
+export const workflowsRpcGroup = <const Workflows extends readonly [Workflow.Any, ...Array<Workflow.Any>]>(
+  workflows: Workflows
+) => {
+  const group = WorkflowProxy.toRpcGroup(workflows)
+  const resumes = workflows.map(({ _tag }) => {
+    const rpc = group.requests.get(`${_tag}Resume`)!
+    return Rpc.make(rpc._tag, { payload: ResumePayload }).annotateMerge(rpc.annotations)
+  })
+  return group.add(...resumes) as unknown as typeof group
+}
 
 /**
  * `AgentApi` plus the typed endpoints of `workflows`.

@@ -25,10 +25,10 @@ import * as Tail from "./Tail.ts"
 
 const databaseUrlFlag = Flag.String("database-url").pipe(
   Flag.withDescription(
-    "The engine's database: sqlite:<path> or postgres://… (default: AGENT_DATABASE_URL, then sqlite:./data/agent.db)"
+    "The engine's database: sqlite+journal:<path>, sqlite:<path>, postgres://… (default: AGENT_DATABASE_URL, then sqlite+journal:./data/agent.db)"
   ),
   Flag.withFallbackConfig(Config.String("AGENT_DATABASE_URL")),
-  Flag.withDefault("sqlite:./data/agent.db")
+  Flag.withDefault("sqlite+journal:./data/agent.db")
 )
 
 const maxAgeFlag = Flag.String("max-age").pipe(

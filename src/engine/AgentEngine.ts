@@ -395,13 +395,14 @@ export const layer = (database: Database): Layer.Layer<WorkflowEngine.WorkflowEn
 }
 
 /**
- * Reads `AGENT_DATABASE_URL`; the default is `sqlite:./data/agent.db`.
+ * Reads `AGENT_DATABASE_URL`; the default is `sqlite+journal:./data/agent.db`
+ * (the journal engine on an SQLite file).
  *
  * @category layers
  */
 export const layerConfig: Layer.Layer<WorkflowEngine.WorkflowEngine, unknown> = Layer.unwrap(
   Effect.gen(function* () {
-    const url = yield* Config.String("AGENT_DATABASE_URL").pipe(Config.withDefault("sqlite:./data/agent.db"))
+    const url = yield* Config.String("AGENT_DATABASE_URL").pipe(Config.withDefault("sqlite+journal:./data/agent.db"))
     return layer(yield* parseDatabaseUrl(url))
   })
 )

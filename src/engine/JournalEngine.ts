@@ -39,7 +39,6 @@ import {
   FiberMap,
   Layer,
   Option,
-  Schedule,
   Schema,
   Scope,
   Semaphore
@@ -49,6 +48,7 @@ import type { SqlError } from "effect/sql/SqlError"
 import * as DurableClock from "effect/workflow/DurableClock"
 import * as Workflow from "effect/workflow/Workflow"
 import * as WorkflowEngine from "effect/workflow/WorkflowEngine"
+import * as Durably from "./Durably.ts"
 
 // -----------------------------------------------------------------------------
 // Encodings: what the journal stores, as JSON text
@@ -232,10 +232,10 @@ interface Execution {
 
 const activityKey = (name: string, attempt: number) => `${attempt}/${name}`
 
-// Infrastructure failures of the journal are retried briefly, then become
-// defects: a workflow cannot handle a database that went away.
+// A journal write is never given up (see `Durably`): giving up would leave the
+// run with no result until the process restarts.
 const durably = <A>(effect: Effect.Effect<A, SqlError>): Effect.Effect<A> =>
-  effect.pipe(Effect.retry({ times: 3, schedule: Schedule.exponential(Duration.millis(50)) }), Effect.orDie)
+  effect.pipe(Effect.retry(Durably.schedule), Effect.orDie)
 
 /**
  * Builds the engine on the `SqlClient` in context: creates the tables, loads

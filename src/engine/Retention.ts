@@ -60,15 +60,7 @@ export const cleanup = (
     const sql = yield* SqlClient
     const cutoff =
       policy.maxAge === undefined ? undefined : (options.now ?? Date.now()) - Duration.toMillis(policy.maxAge)
-    const known = ["cluster_messages", JournalEngine.tables.executions]
-    const present = new Set(
-      (yield* sql.onDialectOrElse({
-        pg: () => sql<{ readonly name: string }>`SELECT table_name AS name FROM information_schema.tables
-          WHERE table_schema = current_schema() AND table_name IN ${sql.in(known)}`,
-        orElse: () => sql<{ readonly name: string }>`SELECT name FROM sqlite_master
-          WHERE type = 'table' AND name IN ${sql.in(known)}`
-      })).map((row) => row.name)
-    )
+    const present = yield* presentTables(["cluster_messages", JournalEngine.tables.executions])
     const cluster = present.has("cluster_messages")
     const journal = present.has(JournalEngine.tables.executions)
     // Snowflakes carry their creation time: (id >> 22) ms after Snowflake's epoch.
@@ -143,3 +135,21 @@ export const layerSchedule = (
       Effect.forkScoped
     )
   )
+
+/**
+ * Which of these tables the database has (a database one engine or layer
+ * never touched lacks the others' tables).
+ *
+ * @category models
+ */
+export const presentTables = (names: ReadonlyArray<string>): Effect.Effect<ReadonlySet<string>, SqlError, SqlClient> =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient
+    const rows = yield* sql.onDialectOrElse({
+      pg: () => sql<{ readonly name: string }>`SELECT table_name AS name FROM information_schema.tables
+        WHERE table_schema = current_schema() AND table_name IN ${sql.in(names)}`,
+      orElse: () => sql<{ readonly name: string }>`SELECT name FROM sqlite_master
+        WHERE type = 'table' AND name IN ${sql.in(names)}`
+    })
+    return new Set(rows.map((row) => row.name))
+  })

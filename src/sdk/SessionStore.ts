@@ -22,6 +22,7 @@ import { Context, Effect, Layer } from "effect"
 import * as Migrator from "effect/sql/Migrator"
 import { SqlClient } from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
+import * as Durably from "../engine/Durably.ts"
 import * as SqliteClient from "../engine/SqliteClient.ts"
 
 /**
@@ -134,7 +135,8 @@ export const make = Effect.gen(function* () {
     listSubkeys,
     delete: delete_,
     adapter: {
-      append: (key, entries) => run(append(key, entries)),
+      // The SDK reports a refused batch as `mirror_error`, which fails the step: wait out the database instead.
+      append: (key, entries) => run(Durably.durably(append(key, entries))),
       load: (key) => run(Effect.map(load(key), (entries) => (entries === null ? null : [...entries]))),
       listSubkeys: (key) => run(Effect.map(listSubkeys(key), (keys) => [...keys])),
       delete: (key) => run(delete_(key))

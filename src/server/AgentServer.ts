@@ -19,20 +19,21 @@
 import { createServer } from "node:http"
 import { NodeHttpServer } from "@effect/platform-node"
 import type { Array as Arr } from "effect"
-import { Duration, Effect, Layer } from "effect"
-import { HttpMiddleware, HttpRouter } from "effect/http"
+import { Cause, Duration, Effect, Layer, Schema } from "effect"
+import { HttpMiddleware, HttpRouter, HttpServerResponse } from "effect/http"
 import { HttpApiBuilder } from "effect/http-api"
 import { RpcSerialization, RpcServer } from "effect/rpc"
 import type * as Workflow from "effect/workflow/Workflow"
-import * as WorkflowProxy from "effect/workflow/WorkflowProxy"
 import * as WorkflowProxyServer from "effect/workflow/WorkflowProxyServer"
 import * as AgentApi from "../api/AgentApi.ts"
+import * as ApiError from "../api/ApiError.ts"
 import * as ApiHandlers from "./ApiHandlers.ts"
 import * as Auth from "./Auth.ts"
 import * as Dashboard from "./Dashboard.ts"
 import { ApiToken } from "./Credentials.ts"
 import * as RequestErrors from "./RequestErrors.ts"
 import { ServedWorkflows } from "./ServedWorkflows.ts"
+import { Shutdown } from "./Shutdown.ts"
 
 /**
  * @category models
@@ -45,15 +46,83 @@ export interface Options<Workflows extends Arr.NonEmptyReadonlyArray<Workflow.An
   readonly port: number
   /** Larger request bodies get a 413. Default 1 MiB. */
   readonly maxBodyBytes?: number | undefined
+  /**
+   * Browser origins (`https://app.example.com`) whose pages may call the API
+   * (CORS). Default none: the server sends no CORS headers, so browsers refuse
+   * every cross-origin call and only the dashboard, on the server's own
+   * origin, works in a browser.
+   */
+  readonly corsOrigins?: ReadonlyArray<string> | undefined
 }
 
 /**
- * The path of the RPC endpoint (`WorkflowProxy.toRpcGroup` of the served
+ * A browser origin, written as browsers send it in `Origin`: `scheme://host[:port]`,
+ * lowercase, no path and no trailing slash. Surrounding spaces are dropped.
+ *
+ * @category schemas
+ */
+export const CorsOrigin = Schema.Trim.check(
+  Schema.makeFilter((origin: string) => {
+    const parsed = URL.parse(origin)
+    if (parsed === null || (parsed.protocol !== "http:" && parsed.protocol !== "https:")) {
+      return `"${origin}" is not an origin: write scheme://host[:port], e.g. https://app.example.com`
+    }
+    return parsed.origin === origin ? true : `"${origin}" is not an origin as browsers send it: write ${parsed.origin}`
+  })
+)
+
+/**
+ * CORS for the listed origins only: their pages may call the API with the
+ * bearer token (no cookies: credentials stay off); any other origin gets no
+ * `Access-Control-Allow-Origin`, so the browser refuses it.
+ *
+ * @category layers
+ */
+export const layerCors = (origins: ReadonlyArray<string>) => {
+  const allowed = new Set(origins)
+  return HttpRouter.middleware(
+    HttpMiddleware.cors({
+      allowedOrigins: (origin) => allowed.has(origin),
+      allowedMethods: ["GET", "POST"],
+      allowedHeaders: ["authorization", "content-type", "accept", "last-event-id"],
+      maxAge: 600
+    }),
+    { global: true }
+  )
+}
+
+/**
+ * The path of the RPC endpoint (`AgentApi.workflowsRpcGroup` of the served
  * workflows, NDJSON over HTTP POST).
  *
  * @category constants
  */
 export const rpcPath = "/v1/rpc"
+
+// The RPC server interrupts its own request when the body repeats a request id, or goes on after an `Eof`
+// message while requests still run: the client's mistake, which would reach the client as the 503 of an
+// interruption. It becomes a 400. A request interrupted from outside (the client went away) stays
+// interrupted (`catchCause` cannot undo that), and while the server drains the 503 is the truth.
+const refuseMalformedRpc = <E, R>(
+  handler: Effect.Effect<HttpServerResponse.HttpServerResponse, E, R>,
+  shutdown: Shutdown["Service"]
+) =>
+  Effect.catchCause(handler, (cause) =>
+    Cause.hasInterruptsOnly(cause)
+      ? Effect.flatMap(shutdown.isDraining, (draining) =>
+          draining
+            ? Effect.failCause(cause)
+            : Effect.succeed(
+                HttpServerResponse.jsonUnsafe(
+                  new ApiError.BadRequest({
+                    message: "The RPC messages were refused: a request id is used twice, or messages follow an Eof"
+                  }),
+                  { status: 400 }
+                )
+              )
+        )
+      : Effect.failCause(cause)
+  )
 
 /**
  * The RPC endpoint, behind the same bearer token as the API.
@@ -65,8 +134,9 @@ export const layerRpc = <const Workflows extends Arr.NonEmptyReadonlyArray<Workf
     Effect.gen(function* () {
       const router = yield* HttpRouter.HttpRouter
       const { token } = yield* ApiToken
-      const handler = yield* RpcServer.toHttpEffect(WorkflowProxy.toRpcGroup(workflows))
-      yield* router.add("POST", rpcPath, Auth.guard(token, handler))
+      const shutdown = yield* Shutdown
+      const handler = yield* RpcServer.toHttpEffect(AgentApi.workflowsRpcGroup(workflows))
+      yield* router.add("POST", rpcPath, Auth.guard(token, refuseMalformedRpc(handler, shutdown)))
     })
   ).pipe(Layer.provide(WorkflowProxyServer.layerRpcHandlers(workflows)), Layer.provide(RpcSerialization.layerNdjson))
 
@@ -88,7 +158,10 @@ export const layer = <const Workflows extends Arr.NonEmptyReadonlyArray<Workflow
       routes,
       layerRpc(options.workflows),
       Dashboard.layer,
-      RequestErrors.layerGlobal({ maxBodyBytes: options.maxBodyBytes ?? 1024 * 1024 })
+      RequestErrors.layerGlobal({ maxBodyBytes: options.maxBodyBytes ?? 1024 * 1024 }),
+      options.corsOrigins === undefined || options.corsOrigins.length === 0
+        ? Layer.empty
+        : layerCors(options.corsOrigins)
     ),
     {
       disableListenLog: true,

@@ -197,7 +197,12 @@ export const layer = Layer.mergeAll(
               return yield* notFoundRun(params.runId)
             }
             const lastEventId = headers["last-event-id"]
-            if (lastEventId !== undefined && !/^\d+$/.test(lastEventId.trim())) {
+            // Digits only, and an id a number holds exactly (as `?from` requires): past 2^53 the offset
+            // read would not be the one sent.
+            if (
+              lastEventId !== undefined &&
+              !(/^\d+$/.test(lastEventId.trim()) && Number.isSafeInteger(Number(lastEventId) + 1))
+            ) {
               return yield* new ApiError.BadRequest({ message: `Last-Event-ID "${lastEventId}" is not an event id` })
             }
             const from = lastEventId === undefined ? Math.max(1, query.from ?? 1) : Number(lastEventId) + 1

@@ -64,21 +64,35 @@ export const layer: Layer.Layer<RequestErrors> = HttpApiMiddleware.layerSchemaEr
   )
 })
 
-const tokenPath = /^(\/v1\/(?:approvals|inputs)\/)[^/?#]+/
+// The router matches paths case-insensitively, percent-decoded and with repeated slashes ignored, so
+// `//V1/%61pprovals/<token>` reaches the approve handler too: redaction looks for the decision segment in
+// every spelling. Decoding each `%XX` on its own (as Latin-1) is enough to find the ASCII segment names,
+// and never fails on malformed escapes the way `decodeURIComponent` does.
+const decisionSegment = /^(?:approvals|inputs)$/
+const readable = (path: string) =>
+  path.replace(/%([0-9a-f]{2})/gi, (_, hex: string) => String.fromCharCode(Number.parseInt(hex, 16)))
+
+/**
+ * A request path fit for logs: the query dropped and whatever follows an
+ * `approvals` or `inputs` segment (the token, however the path spells it)
+ * replaced by `<token>`.
+ *
+ * @category redaction
+ */
+export const redactedPath = (url: string) => {
+  const path = url.split(/[?#]/)[0]!
+  const segments = readable(path).split("/")
+  const decision = segments.findIndex((segment) => decisionSegment.test(segment.toLowerCase()))
+  if (decision === -1 || segments.slice(decision + 1).every((segment) => segment === "")) return path
+  return [...segments.slice(0, decision + 1), "<token>"].join("/")
+}
 
 /**
  * Whether a request URL carries an approval or input token.
  *
  * @category redaction
  */
-export const carriesToken = (url: string) => tokenPath.test(url)
-
-/**
- * A request path fit for logs: the query dropped and a token replaced by `<token>`.
- *
- * @category redaction
- */
-export const redactedPath = (url: string) => url.split(/[?#]/)[0]!.replace(tokenPath, "$1<token>")
+export const carriesToken = (url: string) => redactedPath(url) !== url.split(/[?#]/)[0]
 
 const json = (error: { readonly message: string }, status: number) => HttpServerResponse.jsonUnsafe(error, { status })
 

@@ -6,13 +6,17 @@
  * Settings (all optional):
  * - `AGENT_PORT` (8787; 0 picks a free one), `AGENT_HOST` (127.0.0.1)
  * - `AGENT_DATA_DIR` (./data): the default database and the generated secrets
- * - `AGENT_DATABASE_URL`: `memory`, `sqlite:<path>` or `postgres://…`
+ * - `AGENT_DATABASE_URL`: `sqlite+journal:<path>` (the default, in the data
+ *   directory), `sqlite:<path>`, `postgres://…`, `postgres+journal://…` or `memory`
  * - `AGENT_API_TOKEN`, `AGENT_APPROVAL_SECRET`: otherwise generated on first
  *   start and stored under the data directory, owner-only
  * - `ANTHROPIC_API_KEY` / `ANTHROPIC_BASE_URL`: passed to the SDK unchanged;
  *   with neither, the built-in scripted model answers (`AGENT_SCRIPTED_DELAY_MS`
  *   slows its streaming, to watch it live)
  * - `AGENT_MAX_BODY_BYTES` (1 MiB)
+ * - `AGENT_CORS_ORIGINS`: comma-separated browser origins whose pages may call
+ *   the API; unset, the server sends no CORS headers and browsers refuse every
+ *   cross-origin call
  * - `OTEL_EXPORTER_OTLP_ENDPOINT` and the other `OTEL_*` variables: telemetry
  *
  * SIGTERM (or Ctrl-C) drains: new requests get 503, event streams end with a
@@ -82,9 +86,10 @@ export const serve = Effect.gen(function* () {
   const port = yield* Config.Int("AGENT_PORT").pipe(Config.withDefault(8787))
   const dataDir = yield* Config.String("AGENT_DATA_DIR").pipe(Config.withDefault("./data"))
   const databaseUrl = yield* Config.String("AGENT_DATABASE_URL").pipe(
-    Config.withDefault(`sqlite:${Path.join(dataDir, "agent.db")}`)
+    Config.withDefault(`sqlite+journal:${Path.join(dataDir, "agent.db")}`)
   )
   const maxBodyBytes = yield* Config.Int("AGENT_MAX_BODY_BYTES").pipe(Config.withDefault(1024 * 1024))
+  const corsOrigins = yield* Config.Array(AgentServer.CorsOrigin, "AGENT_CORS_ORIGINS").pipe(Config.withDefault([]))
   const scriptedDelayMs = yield* Config.Int("AGENT_SCRIPTED_DELAY_MS").pipe(Config.withDefault(15))
   const apiKey = yield* Config.option(Config.String("ANTHROPIC_API_KEY"))
   const baseUrl = yield* Config.option(Config.String("ANTHROPIC_BASE_URL"))
@@ -105,7 +110,7 @@ export const serve = Effect.gen(function* () {
         Layer.provide(ScriptedModel.ScriptedModel.layer(planAndActScript(scriptedDelayMs)))
       )
 
-  const server = AgentServer.layer({ workflows: [PlanAndAct], host, port, maxBodyBytes }).pipe(
+  const server = AgentServer.layer({ workflows: [PlanAndAct], host, port, maxBodyBytes, corsOrigins }).pipe(
     Layer.provide(PlanAndActLayer),
     Layer.provide(AgentRuntime.layer(database)),
     Layer.provide(ApprovalToken.ApprovalSecret.layer(approvalSecret.value)),
@@ -142,6 +147,11 @@ export const serve = Effect.gen(function* () {
       `  auth:      every /v1 request needs Authorization: Bearer <token>; the token is ${Credentials.describe(apiToken.source)}`,
       `             e.g. curl -H "Authorization: Bearer ${tokenHint}" ${url}/v1/runs`,
       `  approval secret ${Credentials.describe(approvalSecret.source)}`,
+      `  cors:      ${
+        corsOrigins.length === 0
+          ? "closed: browsers refuse cross-origin calls (AGENT_CORS_ORIGINS allows origins)"
+          : `pages on ${corsOrigins.join(", ")} may call the API`
+      }`,
       `  telemetry: ${Option.match(telemetry, {
         onNone: () => "off (set OTEL_EXPORTER_OTLP_ENDPOINT to export traces and metrics)",
         onSome: (endpoint) => `OTLP to ${endpoint}`

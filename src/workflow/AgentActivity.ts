@@ -21,6 +21,7 @@ import { Duration, Effect, Exit, Metric, Stream } from "effect"
 import * as Activity from "effect/workflow/Activity"
 import * as DurableClock from "effect/workflow/DurableClock"
 import { WorkflowInstance } from "effect/workflow/WorkflowEngine"
+import * as Durably from "../engine/Durably.ts"
 import { AgentOutput } from "../output/AgentOutput.ts"
 import type { NewEvent } from "../output/OutputEvent.ts"
 import * as AgentMessage from "../sdk/AgentMessage.ts"
@@ -136,12 +137,15 @@ const attemptActivity = <R>(name: string, attempt: number, prompt: string, optio
       // off by a crash is run again by the engine as the same retry attempt;
       // the model may answer differently, so the new execution must not
       // continue the old one's partial output.
-      const execution = (yield* output.lastAttempt(runId, name)) + 1
+      const execution = (yield* Durably.durably(output.lastAttempt(runId, name))) + 1
       let index = 0
+      // Numbered once, so a retried write stores the same events.
       const publish = (events: ReadonlyArray<Pick<NewEvent, "kind" | "payload">>) =>
-        output.publish(
-          runId,
-          events.map((event) => ({ ...event, step: name, attempt: execution, index: index++ }))
+        Durably.durably(
+          output.publish(
+            runId,
+            events.map((event) => ({ ...event, step: name, attempt: execution, index: index++ }))
+          )
         )
       yield* Effect.annotateCurrentSpan({ "run.id": runId, "agent.execution": execution })
       yield* publish([{ kind: "status", payload: { state: "attempt_started", attempt, execution } }])
@@ -193,7 +197,7 @@ const attemptActivity = <R>(name: string, attempt: number, prompt: string, optio
       Effect.scoped,
       Effect.withSpan("AgentActivity.attempt", { attributes: { step: name, attempt } }),
       // The log itself failing is not the model's fault: it is a defect of this attempt.
-      Effect.catchTag(["OutputClosed", "SqlError"], Effect.die)
+      Effect.catchTag("OutputClosed", Effect.die)
     )
   })
 

@@ -27,6 +27,7 @@ import * as DurableClock from "effect/workflow/DurableClock"
 import * as DurableDeferred from "effect/workflow/DurableDeferred"
 import * as Workflow from "effect/workflow/Workflow"
 import { WorkflowEngine, WorkflowInstance } from "effect/workflow/WorkflowEngine"
+import * as Durably from "../engine/Durably.ts"
 import { AgentOutput } from "../output/AgentOutput.ts"
 import type { AgentSdk } from "../sdk/AgentSdk.ts"
 import type * as AgentMessage from "../sdk/AgentMessage.ts"
@@ -53,7 +54,7 @@ const status = (step: string, index: number, payload: Record<string, unknown>) =
     const { runId } = yield* runOf
     const output = yield* AgentOutput
     yield* output.publish(runId, [{ step, attempt: 0, index, kind: "status", payload }])
-  }).pipe(Effect.catchTag(["OutputClosed", "SqlError"], Effect.die))
+  }).pipe(Durably.durably, Effect.catchTag("OutputClosed", Effect.die))
 
 // ---------------------------------------------------------------------------
 // Runs
@@ -116,7 +117,7 @@ export const toLayer = <
           const input = yield* Effect.orDie(
             Schema.encodeUnknownEffect(Schema.toCodecJson(workflow.payloadSchema))(payload)
           )
-          yield* Effect.orDie(runs.value.register({ runId, workflow: workflow._tag, input }))
+          yield* Durably.durably(runs.value.register({ runId, workflow: workflow._tag, input }))
         }
         const instance = yield* WorkflowInstance
         yield* Workflow.addFinalizer((exit) =>
@@ -237,7 +238,7 @@ const agentStep = <R>(name: string, step: AgentStep<R>) =>
     const runs = yield* Effect.serviceOption(Runs)
     if (runs._tag === "Some") {
       const { runId } = yield* runOf
-      yield* Effect.orDie(
+      yield* Durably.durably(
         runs.value.recordUsage(runId, name, {
           inputTokens: result.usage.inputTokens,
           outputTokens: result.usage.outputTokens,
@@ -292,7 +293,7 @@ const awaitRequest = <A extends Decision | string>(
       success: Schema.Void,
       execute: Effect.gen(function* () {
         const expiresAt = duration === undefined ? undefined : Date.now() + Duration.toMillis(duration)
-        yield* approvals.request({ runId, workflow, step, purpose, request, expiresAt }).pipe(Effect.orDie)
+        yield* Durably.durably(approvals.request({ runId, workflow, step, purpose, request, expiresAt }))
       })
     })
     yield* Effect.logInfo(`waiting for ${purpose}`)
@@ -311,7 +312,10 @@ const awaitRequest = <A extends Decision | string>(
                   Activity.make({
                     name: `${step}/expire`,
                     success: deferred.successSchema,
-                    execute: Effect.map(Effect.orDie(approvals.expire(runId, step, fallback)), (value) => value as A)
+                    execute: Effect.map(
+                      Effect.orDie(Durably.durably(approvals.expire(runId, step, fallback))),
+                      (value) => value as A
+                    )
                   })
                 )
               )
@@ -484,7 +488,7 @@ export const patched = (id: string) =>
       name,
       success: Schema.Boolean,
       execute: Effect.gen(function* () {
-        const history = yield* Effect.orDie(output.steps(runId))
+        const history = yield* Durably.durably(output.steps(runId))
         return history.every((step) => replayed.has(step))
       })
     })

@@ -121,8 +121,15 @@ export const verify = (token: string, purpose: Purpose): Effect.Effect<Claims, I
     const body = `${parts[0]}.${parts[1]}`
     const given = Buffer.from(parts[2]!, "base64url")
     const expected = mac(secret, body)
+    // Node's base64url decoder skips characters outside the alphabet and the last character's unused
+    // bits, so other spellings of a real signature decode to it: only the one spelling `sign` writes
+    // passes. The comparison is of the caller's own string with its re-encoding, so it leaks nothing.
     // timingSafeEqual needs equal lengths; a wrong length is a forgery anyway.
-    if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
+    if (
+      given.toString("base64url") !== parts[2] ||
+      given.length !== expected.length ||
+      !timingSafeEqual(given, expected)
+    ) {
       return yield* new InvalidToken({ reason: "forged" })
     }
     const claims = yield* Schema.decodeUnknownEffect(ClaimsJson)(Buffer.from(parts[1]!, "base64url").toString()).pipe(

@@ -191,7 +191,12 @@ const decodeCursor = (cursor: string): Option.Option<readonly [number, string]> 
   Option.liftThrowable(() => JSON.parse(Buffer.from(cursor, "base64url").toString("utf8")) as unknown)().pipe(
     Option.filter(
       (value): value is [number, string] =>
-        Array.isArray(value) && value.length === 2 && Number.isSafeInteger(value[0]) && typeof value[1] === "string"
+        Array.isArray(value) &&
+        value.length === 2 &&
+        Number.isSafeInteger(value[0]) &&
+        typeof value[1] === "string" &&
+        // No run id has one, and Postgres cannot compare text with it: a forged cursor, refused.
+        !value[1].includes("\u0000")
     )
   )
 

@@ -377,6 +377,8 @@ export const run = (options: Options): Effect.Effect<ScenarioReport> =>
         }
         log(`${stuckBeforeRestart.size} runs stuck; restarting the runners`)
         for (const worker of slots) if (worker !== undefined) yield* Workers.kill(worker)
+        // A kill too: what it cuts off may run again.
+        count(faults, "runners restarted (stuck after the fault)")
         for (let slot = 0; slot < slots.length; slot++) yield* awaitReady(yield* startSlot(slot))
         lastProgressAt = Date.now()
       }
@@ -427,17 +429,23 @@ export const run = (options: Options): Effect.Effect<ScenarioReport> =>
       for (const request of options.model.log) if (request.served !== "ok") count(faults, `model ${request.served}`)
       if (options.reportedAs !== undefined) {
         const reported = new Set<string>()
+        const errors: Array<string> = []
         for (const file of Fs.readdirSync(options.dir).filter((f) => f.endsWith(".log"))) {
           for (const line of Fs.readFileSync(Path.join(options.dir, file), "utf8").split("\n")) {
             const match = options.reportedAs.exec(line)
             if (match !== null) reported.add(match[0])
+            else if (/\] ERROR |SqlError/.test(line)) errors.push(line)
           }
         }
-        if (reported.size === 0) {
+        // A fault that no write ran into (SQLite reuses its WAL after a checkpoint, so a full disk can go
+        // unnoticed) has nothing to report; one that some write ran into must be reported in its words.
+        if (reported.size === 0 && errors.length === 0) {
+          notes.push("the fault hit no write: nothing failed, nothing to report")
+        } else if (reported.size === 0) {
           violations.push({
             key: "-",
             invariant: "the fault is reported clearly",
-            detail: `no runner logged ${options.reportedAs}`
+            detail: `no runner logged ${options.reportedAs}; errors logged: ${errors.slice(0, 2).join(" | ").slice(0, 400)}`
           })
         } else
           notes.push(

@@ -424,11 +424,44 @@ describe("Approvals after a crash", () => {
   const GateLayer = AgentWorkflow.toLayer(Gate, () =>
     Effect.map(AgentWorkflow.awaitApproval("review", { request: "ok?" }), (d) => `approved=${d.approved}`)
   )
-  const on = (filename: string) =>
+  const on = (filename: string, engine: "cluster" | "journal" = "cluster") =>
     GateLayer.pipe(
-      Layer.provideMerge(AgentRuntime.layer({ _tag: "Sqlite", filename })),
+      Layer.provideMerge(AgentRuntime.layer({ _tag: "Sqlite", filename, engine })),
       Layer.provideMerge(ApprovalToken.ApprovalSecret.layer(secret))
     )
+
+  for (const [engine, other] of [
+    ["cluster", "journal"],
+    ["journal", "cluster"]
+  ] as const) {
+    it.live(`refuses to start the ${other} engine over unfinished runs of the ${engine} engine, then lets it`, () =>
+      Effect.gen(function* () {
+        const filename = Path.join(tempDir, `switch-${engine}.db`)
+        const runId = yield* Effect.gen(function* () {
+          const id = yield* Gate.execute({ id: "s" }, { discard: true })
+          yield* pendingToken(id, "review")
+          return id
+        }).pipe(Effect.provide(on(filename, engine)))
+
+        const refused = yield* Effect.flip(Effect.provide(Effect.void, on(filename, other)))
+        assert.instanceOf(refused, AgentRuntime.EngineSwitched)
+        assert.deepInclude(refused, { engine: other, other: engine, unfinished: 1 })
+        assert.include(refused.message, `Start on the ${engine} engine`)
+
+        // Finished on its own engine, the run no longer holds the database to it.
+        yield* Effect.gen(function* () {
+          const approvals = yield* Approvals
+          yield* approvals.decide(yield* pendingToken(runId, "review"), { approved: true })
+          yield* resultOf(Gate, runId)
+        }).pipe(Effect.provide(on(filename, engine)))
+        const next = yield* Gate.execute({ id: "after" }).pipe(
+          Effect.raceFirst(Effect.as(Effect.sleep("100 millis"), "parked")),
+          Effect.provide(on(filename, other))
+        )
+        assert.strictEqual(next, "parked")
+      })
+    )
+  }
 
   it.live("delivers on start a decision that was recorded but not delivered before the process died", () =>
     Effect.gen(function* () {

@@ -42,6 +42,29 @@ layer(ApprovalSecret.layer(Redacted.make(secret)))("ApprovalToken", (scoped) => 
     })
   )
 
+  scoped.effect("rejects other spellings of a real signature, which Node's base64url decoder accepts", () =>
+    Effect.gen(function* () {
+      const token = yield* sign(claims)
+      const signature = token.slice(token.lastIndexOf(".") + 1)
+      // 32 bytes in 43 characters: the last one carries 4 bits and 2 unused ones.
+      const last = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+      const sibling = last[last.indexOf(signature.at(-1)!) ^ 1]!
+      const spellings = [
+        `${token.slice(0, -1)}${sibling}`, // the unused low bit set
+        `${token}=`, // padding
+        `${token.slice(0, -5)}!${token.slice(-5)}`, // a character outside the alphabet, skipped
+        `${token.slice(0, -5)}+${token.slice(-4)}` // base64's '+' for base64url's '-', decoded alike
+      ]
+      for (const spelling of spellings) {
+        assert.deepStrictEqual(
+          Buffer.from(spelling.slice(spelling.lastIndexOf(".") + 1), "base64url").subarray(0, 32).length,
+          32
+        )
+        assert.strictEqual(yield* reasonOf(spelling), "forged", spelling)
+      }
+    })
+  )
+
   scoped.effect("rejects a token for another purpose", () =>
     Effect.gen(function* () {
       const token = yield* sign(claims)
