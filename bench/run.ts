@@ -61,6 +61,8 @@ const render = (measurements: ReadonlyArray<Measurement>, peers: ReadonlyArray<s
     "- Service: resume after an approval runs from `Approvals.decide` (record, then deliver) to the joined `execute`",
     "  returning; the whole-stack first token runs from `POST /v1/runs` on `npm start`'s server (scripted model, no",
     "  delay) to the first `text_delta` on the run's SSE stream, next to a cold query's first token from the SDK.",
+    "  Publish → SSE client: two servers on one Postgres database, runs started on the first and followed over SSE",
+    "  on both; latency is the arrival time minus the event's stored timestamp (wall clock, whole milliseconds).",
     "- Peers: the same workflow on DBOS Transact, LangGraph.js and Restate; see [Peers](#peers).",
     "",
     "| group | measurement | n | min | median | max | vs baseline (median) | target |",
