@@ -99,6 +99,8 @@ export class AgentOutput extends Context.Service<
     readonly lastAttempt: (runId: string, step: string) => Effect.Effect<number, SqlError>
     /** The names of the steps that published to a run's log, in no order. */
     readonly steps: (runId: string) => Effect.Effect<ReadonlyArray<string>, SqlError>
+    /** The payload of a step's first `result` event, from the blob table if it was moved there. */
+    readonly stepResult: (runId: string, step: string) => Effect.Effect<Option.Option<unknown>, UnknownBlob | SqlError>
     /** A payload moved to the blob table. */
     readonly readBlob: (id: string) => Effect.Effect<unknown, UnknownBlob | SqlError>
     /** Deletes the output of these runs (for `Retention.cleanup`'s `onPurge`). */
@@ -624,5 +626,14 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
           })
         )
 
-  return AgentOutput.of({ publish, end, read, subscribe, status, lastAttempt, steps, readBlob, purge })
+  const stepResult = (runId: string, step: string) =>
+    Effect.gen(function* () {
+      const rows = yield* sql<{ readonly payload: string }>`SELECT payload FROM agent_output_events
+        WHERE run_id = ${runId} AND step = ${step} AND kind = 'result' ORDER BY sequence LIMIT 1`
+      if (rows.length === 0) return Option.none()
+      const payload: unknown = JSON.parse(rows[0]!.payload)
+      return Option.some(Schema.is(BlobRef)(payload) ? yield* readBlob(payload.blob) : payload)
+    })
+
+  return AgentOutput.of({ publish, end, read, subscribe, status, lastAttempt, steps, stepResult, readBlob, purge })
 })

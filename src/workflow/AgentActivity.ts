@@ -17,7 +17,7 @@
  * @since 0.1.0
  */
 import type * as Sdk from "@anthropic-ai/claude-agent-sdk"
-import { Duration, Effect, Exit, Metric, Stream } from "effect"
+import { Duration, Effect, Exit, Metric, Option, Schema, Stream } from "effect"
 import * as Activity from "effect/workflow/Activity"
 import * as DurableClock from "effect/workflow/DurableClock"
 import { WorkflowInstance } from "effect/workflow/WorkflowEngine"
@@ -133,6 +133,22 @@ const attemptActivity = <R>(name: string, attempt: number, prompt: string, optio
       // With a SessionStore the transcript is mirrored to the database as the
       // CLI writes it, and a resume on any runner loads it back from there.
       const sessions = yield* Effect.serviceOption(SessionStore)
+      // The engine runs a step again when its result did not reach the journal (the runner killed in
+      // between, or on the cluster engine a reply it could not save while the database was away). If
+      // an execution's result reached the log, that is the step's result: the model is not asked again.
+      const stored = yield* Durably.durably(output.stepResult(runId, name)).pipe(
+        Effect.flatMap(
+          Option.match({
+            onNone: () => Effect.succeedNone,
+            onSome: (payload) => Effect.option(Schema.decodeUnknownEffect(AgentMessage.QueryResult)(payload))
+          })
+        ),
+        Effect.catchTag("UnknownBlob", () => Effect.succeedNone)
+      )
+      if (Option.isSome(stored)) {
+        yield* Effect.logInfo("step result taken from the output log; not run again", { runId, step: name })
+        return stored.value
+      }
       // Each execution publishes under a number of its own. An execution cut
       // off by a crash is run again by the engine as the same retry attempt;
       // the model may answer differently, so the new execution must not

@@ -88,6 +88,22 @@ for (const [engineName, engine] of engines) {
       }).pipe(Effect.provide(setup(engine(), [ScriptedModel.text("Four.", { chunkSize: 2 })])))
     )
 
+    it.live("takes a step's result from the output log when the journal missed it: the model is not asked again", () =>
+      Effect.gen(function* () {
+        const model = yield* ScriptedModel.ScriptedModel
+        const output = yield* AgentOutput
+        const first = yield* Ask.execute({ id: "logged", question: "Q" })
+        const logged = (yield* output.read(yield* Ask.executionId({ id: "logged", question: "Q" }))).at(-1)!
+        assert.strictEqual(logged.kind, "result")
+        // What a runner leaves when it stores the result event and dies before the journal has the step.
+        const runId = yield* Ask.executionId({ id: "cut", question: "Q" })
+        yield* output.publish(runId, [{ step: "ask", attempt: 1, index: 0, kind: "result", payload: logged.payload }])
+        const again = yield* Ask.execute({ id: "cut", question: "Q" })
+        assert.deepStrictEqual(again, first)
+        assert.strictEqual((yield* model.modelRequests).length, 1)
+      }).pipe(Effect.provide(setup(engine(), [ScriptedModel.text("Once.")])))
+    )
+
     it.live("retries an overloaded model after a durable backoff, each attempt visible", () =>
       Effect.gen(function* () {
         const model = yield* ScriptedModel.ScriptedModel
