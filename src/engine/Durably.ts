@@ -23,8 +23,11 @@ export const schedule: Schedule.Schedule<Duration.Duration, SqlError> = Schedule
   Schedule.spaced(Duration.seconds(5))
 ]).pipe(
   Schedule.setInputType<SqlError>(),
+  // `Effect.retry` steps the schedule before its `while` refuses other errors: log only the retried ones.
   Schedule.tap((metadata) =>
-    Effect.logWarning("a database write failed; retrying until the database takes it", metadata.input)
+    isSqlError(metadata.input)
+      ? Effect.logWarning("a database write failed; retrying until the database takes it", metadata.input)
+      : Effect.void
   )
 )
 

@@ -29,10 +29,10 @@
  */
 import { PgClient } from "@effect/sql-pg"
 import type { Array as Arr } from "effect"
-import { type Cause, Context, Duration, Effect, Layer, Option, Queue, Schema, Stream } from "effect"
+import { type Cause, Context, Duration, Effect, Layer, Option, Queue, Schedule, Schema, Stream } from "effect"
 import * as Migrator from "effect/sql/Migrator"
 import { SqlClient } from "effect/sql/SqlClient"
-import type { SqlError } from "effect/sql/SqlError"
+import { isSqlError, type SqlError } from "effect/sql/SqlError"
 import * as SqliteClient from "../engine/SqliteClient.ts"
 import { BlobRef, type NewEvent, OutputEvent } from "./OutputEvent.ts"
 
@@ -483,12 +483,29 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
       return yield* appendInTransaction(runId, events)
     })
 
+  const allStored = (runId: string, events: ReadonlyArray<NewEvent>) =>
+    Effect.map(
+      sql<{ readonly step: string; readonly attempt: number | string; readonly idx: number | string }>`
+        SELECT step, attempt, idx FROM agent_output_events
+        WHERE run_id = ${runId} AND step IN ${sql.in([...new Set(events.map((e) => e.step))])}`,
+      (rows) => {
+        const stored = new Set(rows.map((row) => `${row.step}\u0000${Number(row.attempt)}\u0000${Number(row.idx)}`))
+        return events.every((e) => stored.has(`${e.step}\u0000${e.attempt}\u0000${e.index}`))
+      }
+    )
+
   const publish = (runId: string, events: ReadonlyArray<NewEvent>) =>
     Effect.gen(function* () {
       if (events.length === 0) return []
-      const stored = yield* pg === undefined
-        ? appendInTransaction(runId, events)
-        : whileAppending(runId, appendOnPostgres(runId, events))
+      const stored = yield* (
+        pg === undefined ? appendInTransaction(runId, events) : whileAppending(runId, appendOnPostgres(runId, events))
+      ).pipe(
+        // After the end, a batch the log holds already is a replay's, not new output: the engine runs
+        // a finished run again when it could not store its result (a full disk), and that must not fail it.
+        Effect.catchTag("OutputClosed", (closed) =>
+          Effect.flatMap(allStored(runId, events), (all) => (all ? Effect.succeed([]) : Effect.fail(closed)))
+        )
+      )
       // The subscribers just handed these events get a turn before the producer
       // goes on (say, to spawn a process, which blocks the event loop).
       if (stored.length > 0 && waiters.has(runId)) yield* Effect.yieldNow
@@ -586,7 +603,10 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
                 return [fresh, Option.some({ next: next + fresh.length, wait: !news.wake })] as const
               }
             }
-            const page = yield* readPage(runId, next)
+            // A read on a connection the database has just dropped fails once; the next one gets a new one.
+            const page = yield* readPage(runId, next).pipe(
+              Effect.retry({ while: isSqlError, schedule: Schedule.exponential(Duration.millis(50)), times: 6 })
+            )
             const after = next + page.events.length
             if (page.events.length === pageSize)
               return [page.events, Option.some({ next: after, wait: false })] as const

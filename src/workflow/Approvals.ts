@@ -394,7 +394,12 @@ export const make = Effect.gen(function* () {
     yield* Effect.forEach(
       undelivered.map(toWait),
       (wait) =>
-        deliver({ ...wait, response: wait.response as Decision | string }).pipe(
+        // The process that recorded it may have died before announcing it, too (a no-op if it had).
+        announceRequest(wait).pipe(
+          Effect.andThen(
+            announce(wait.runId, wait.step, 1, "decided", { purpose: wait.purpose, response: wait.response })
+          ),
+          Effect.andThen(deliver({ ...wait, response: wait.response as Decision | string })),
           Effect.andThen(Effect.logInfo("undelivered decision delivered", { runId: wait.runId, step: wait.step })),
           Effect.catchCause((cause) => deliveryDeferred(wait.runId, wait.step, cause))
         ),

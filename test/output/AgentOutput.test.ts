@@ -165,6 +165,12 @@ const suite = (name: string, backend: Backend) =>
         const error = yield* Effect.flip(output.publish("closed", events("s", 1, 1, 1)))
         assert.strictEqual(error._tag, "OutputClosed")
         assert.deepStrictEqual(sequences(yield* output.read("closed")), [1])
+        // A replay's batch, stored already: nothing new, so nothing to refuse (a run the engine re-runs
+        // because it could not store its result). With one new event in it, refused whole.
+        assert.deepStrictEqual(yield* output.publish("closed", events("s", 1, 0, 1)), [])
+        const mixed = yield* Effect.flip(output.publish("closed", [...events("s", 1, 0, 1), ...events("s", 1, 1, 1)]))
+        assert.strictEqual(mixed._tag, "OutputClosed")
+        assert.deepStrictEqual(sequences(yield* output.read("closed")), [1])
       }).pipe(Effect.provide(backend()))
     )
 

@@ -93,4 +93,29 @@ describe("Approvals", () => {
       }).pipe(Effect.provide(flaky))
     })
   )
+
+  it.live(
+    "a decision recorded by a process that died before announcing it is announced and delivered by the sweep",
+    () =>
+      Effect.gen(function* () {
+        const output = yield* AgentOutput
+        const sql = yield* SqlClient
+        // What the dead process left: the request stored, the decision recorded, neither announced nor delivered.
+        yield* sql`INSERT INTO agent_waits (run_id, step, workflow, purpose, request, state, response, created_at, decided_at)
+        VALUES ('run-3', 'review', 'Test/Flow', 'approval', ${JSON.stringify({ plan: "p" })}, 'decided',
+          ${JSON.stringify({ approved: true, comment: "ok" })}, ${Date.now()}, ${Date.now()})`
+        const delivered = sql<{ readonly delivered_at: unknown }>`SELECT delivered_at FROM agent_waits
+          WHERE run_id = 'run-3'`
+        while ((yield* delivered)[0]!.delivered_at === null) yield* Effect.sleep("100 millis")
+        const events = yield* output.read("run-3")
+        assert.deepStrictEqual(
+          events.map((e) => [e.step, e.index, e.kind]),
+          [
+            ["review", 0, "approval_requested"],
+            ["review", 1, "decided"]
+          ]
+        )
+        assert.deepInclude(events[1]!.payload as object, { purpose: "approval" })
+      }).pipe(Effect.provide(layer), Effect.timeout("20 seconds"))
+  )
 })
