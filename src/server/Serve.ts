@@ -62,15 +62,18 @@ const planAndActScript = (delayMs: number): ScriptedModel.Script => {
   }
 }
 
+const engineName = (engine: AgentEngine.EngineKind | undefined) =>
+  engine === "journal" ? "journal engine" : "cluster engine (effect/cluster)"
+
 const describeDatabase = (database: AgentEngine.Database): string => {
   switch (database._tag) {
     case "Memory":
       return "memory (nothing survives a restart)"
     case "Sqlite":
-      return `SQLite ${database.filename}`
+      return `SQLite ${database.filename}, ${engineName(database.engine)}`
     case "Postgres": {
       const url = new URL(Redacted.value(database.url))
-      return `Postgres ${url.host}${url.pathname}`
+      return `Postgres ${url.host}${url.pathname}, ${engineName(database.engine)}`
     }
   }
 }

@@ -228,7 +228,7 @@ layer(TestServer.layer(), { timeout: 180_000, excludeTestServices: true })("cli 
     () =>
       Effect.gen(function* () {
         const server = yield* startServer(dataDir(), {}, { script: main, args: ["serve"] })
-        assert.include(server.stdout(), "engine:    SQLite")
+        assert.match(server.stdout(), /engine: {4}SQLite \S+agent\.db, journal engine/)
         assert.include(server.stdout(), "the built-in scripted model")
         const health = yield* request(server, "/health")
         assert.strictEqual(health.status, 200)
