@@ -305,14 +305,19 @@ export const make = Effect.gen(function* () {
       const updated = yield* sql`UPDATE agent_waits
         SET state = 'decided', response = ${encodeResponse(claims.purpose, value)}, decided_at = ${now}
         WHERE run_id = ${claims.executionId} AND step = ${claims.step} AND purpose = ${claims.purpose}
-          AND state = 'pending'
+          AND state = 'pending' AND (expires_at IS NULL OR expires_at > ${now})
         RETURNING request, expires_at`
       if (updated.length === 0) {
         const existing = yield* find(claims.executionId, claims.step)
+        // Past its deadline a request is timed out, even while its timer has not fired yet (say its runner
+        // was down at the deadline): the run then takes its default, and the late token is refused.
         const reason =
           Option.isNone(existing) || existing.value.purpose !== claims.purpose
             ? "unknown_request"
-            : existing.value.state === "timed_out"
+            : existing.value.state === "timed_out" ||
+                (existing.value.state === "pending" &&
+                  existing.value.expiresAt !== undefined &&
+                  existing.value.expiresAt <= now)
               ? "timed_out"
               : existing.value.state === "closed"
                 ? "run_finished"

@@ -4,12 +4,18 @@
  */
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import * as Fs from "node:fs"
+import * as Os from "node:os"
 import * as Path from "node:path"
 import { Effect } from "effect"
 import { type Browser, chromium, type Page } from "playwright-core"
 import { dataDir, type Running, startServer, stopServer } from "../server/TestServer.ts"
 
-const images = Path.resolve(import.meta.dirname, "../../docs/images")
+// The README's screenshots are rewritten only when asked (`DASHBOARD_SCREENSHOTS=1 npx vitest run test/dashboard`):
+// otherwise every test run would leave the checkout changed.
+const images =
+  process.env.DASHBOARD_SCREENSHOTS === "1"
+    ? Path.resolve(import.meta.dirname, "../../docs/images")
+    : Fs.mkdtempSync(Path.join(Os.tmpdir(), "dashboard-screenshots-"))
 
 let server: Running
 let browser: Browser

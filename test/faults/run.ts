@@ -68,7 +68,9 @@ const twoRunners = <A>(
   f: (cluster: Pick<KillCampaign.Options, "engine" | "database" | "reader" | "runners">) => Effect.Effect<A>
 ) =>
   withPostgres(label, (url) => {
-    const port = 20000 + Math.floor(Math.random() * 20000)
+    // Below Linux's ephemeral range (32768 and up): runners restart on these ports all campaign long, and an
+    // outgoing connection could take one while its runner is down.
+    const port = 20000 + Math.floor(Math.random() * 12000)
     return f({
       engine: "Postgres, two runners",
       database: url,

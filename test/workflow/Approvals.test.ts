@@ -3,7 +3,8 @@
  * comes, from another process, before the run has announced its request.
  * The fault campaign found the log showing the answer before the question
  * (test/faults, a client-only process deciding as soon as requests appear).
- * And a decision whose delivery fails: kept, answered, delivered later.
+ * And a decision whose delivery fails: kept, answered, delivered later; and
+ * one that comes after its request's deadline: refused.
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect, Layer, Redacted } from "effect"
@@ -13,7 +14,7 @@ import * as SqliteClient from "../../src/engine/SqliteClient.ts"
 import { AgentOutput } from "../../src/output/AgentOutput.ts"
 import * as AgentRuntime from "../../src/workflow/AgentRuntime.ts"
 import * as ApprovalToken from "../../src/workflow/ApprovalToken.ts"
-import { Approvals } from "../../src/workflow/Approvals.ts"
+import { Approvals, Decision } from "../../src/workflow/Approvals.ts"
 
 const layer = AgentRuntime.layerServices.pipe(
   Layer.provideMerge(WorkflowEngine.layerMemory),
@@ -117,5 +118,32 @@ describe("Approvals", () => {
         )
         assert.deepInclude(events[1]!.payload as object, { purpose: "approval" })
       }).pipe(Effect.provide(layer), Effect.timeout("20 seconds"))
+  )
+
+  it.effect("a token used after its request's deadline is refused, even before the timeout has fired", () =>
+    Effect.gen(function* () {
+      const approvals = yield* Approvals
+      const output = yield* AgentOutput
+      // The deadline has passed; the run's timer, on a runner that was down, has not fired.
+      yield* approvals.request({
+        runId: "run-4",
+        workflow: "Test/Flow",
+        step: "review",
+        purpose: "approval",
+        request: { plan: "p" },
+        expiresAt: Date.now() - 1
+      })
+      const [wait] = yield* approvals.list({ runId: "run-4" })
+      const error = yield* Effect.flip(approvals.decide(yield* approvals.tokenFor(wait!), { approved: true }))
+      assert.deepInclude(error, { _tag: "DecisionRejected", reason: "timed_out" })
+      assert.strictEqual((yield* approvals.list({ runId: "run-4" }))[0]!.state, "pending")
+      // When the timer fires, the run takes its default, not the late decision.
+      const fallback = new Decision({ approved: false, comment: "timed out", by: "timeout" })
+      assert.deepStrictEqual(yield* approvals.expire("run-4", "review", fallback), fallback)
+      assert.deepStrictEqual(
+        (yield* output.read("run-4")).map((e) => e.kind),
+        ["approval_requested", "decided"]
+      )
+    }).pipe(Effect.provide(layer))
   )
 })

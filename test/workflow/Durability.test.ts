@@ -13,7 +13,7 @@ import { AgentOutput } from "../../src/output/AgentOutput.ts"
 import type { OutputEvent } from "../../src/output/OutputEvent.ts"
 import * as ScriptedModel from "../../src/testing/ScriptedModel.ts"
 import * as SqliteClient from "../../src/engine/SqliteClient.ts"
-import { exited, lineFrom, start } from "../engine/fixtures/Worker.ts"
+import { exited, freePort, lineFrom, start } from "../engine/fixtures/Worker.ts"
 import { createDatabase, dropDatabase } from "../engine/TestDatabase.ts"
 
 const worker = Path.join(import.meta.dirname, "fixtures", "AgentWorker.ts")
@@ -152,15 +152,15 @@ describe("sessions across runners on Postgres", () => {
     () =>
       Effect.gen(function* () {
         const model = yield* ScriptedModel.ScriptedModel
-        const port = 20000 + Math.floor(Math.random() * 20000)
-        const a = run([postgres, model.url, home("runner-a"), "Fix the CLI", "start", String(port)])
+        const [portA, portB] = [yield* freePort, yield* freePort]
+        const a = run([postgres, model.url, home("runner-a"), "Fix the CLI", "start", String(portA)])
         yield* lineFrom(a, "STARTED ")
         const token = yield* lineFrom(a, "WAITING ")
         a.kill("SIGKILL")
         yield* exited(a)
 
         // B has its own HOME: A's transcript on disk is out of its reach.
-        const b = run([postgres, model.url, home("runner-b"), "Fix the CLI", "finish", String(port + 1), token])
+        const b = run([postgres, model.url, home("runner-b"), "Fix the CLI", "finish", String(portB), token])
         const result = JSON.parse(yield* lineFrom(b, "RESULT "))
         b.kill("SIGTERM")
         yield* exited(b)
