@@ -90,7 +90,7 @@ const render = (measurements: ReadonlyArray<Measurement>, peers: ReadonlyArray<s
 const causes = [
   "## Why targets are missed",
   "",
-  "Each applies where a row above says \"missed\"; [performance.md](performance.md) has the profiles behind them.",
+  'Each applies where a row above says "missed"; [performance.md](performance.md) has the profiles behind them.',
   "",
   "- **A durable step ≤ 1.5× a raw commit, and ahead of DBOS, on `effect/cluster`'s engine.** Its",
   "  `ClusterWorkflowEngine` runs an activity as an entity message: about 5 Postgres transactions per step (the",
@@ -101,7 +101,7 @@ const causes = [
   "  retry schedule, new schemas per `Activity`), 0.06–0.15 ms per step even on `layerMemory`: that needs changes",
   "  in `effect/workflow`, not in an engine. Several runners on one database still need the cluster engine.",
   "- **Heap per parked run, just parked, on the cluster engines.** A parked run's workflow entity stays in memory",
-  "  until `entityMaxIdleTime` (1 minute) evicts it; after that it is rows only (the \"after idle eviction\" rows).",
+  '  until `entityMaxIdleTime` (1 minute) evicts it; after that it is rows only (the "after idle eviction" rows).',
   "  The journal engine keeps no entity per run.",
   "- **Publish → SSE client p99 through the server.** Inside the server an event waits on its append's commit (the",
   "  WAL flush), then on the CPU, which the server shares with its Claude Code processes, Postgres and the client on",
