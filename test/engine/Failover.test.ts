@@ -7,7 +7,7 @@ import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import { Effect } from "effect"
-import { exited, failover, freePort, lineFrom, linesOf, start, waitForLog } from "./fixtures/Worker.ts"
+import { exited, failover, freePorts, lineFrom, linesOf, start, waitForLog } from "./fixtures/Worker.ts"
 import { createDatabase, dropDatabase } from "./TestDatabase.ts"
 
 let url = ""
@@ -47,7 +47,7 @@ describe("two runners on Postgres", () => {
     () =>
       Effect.gen(function* () {
         const log = Path.join(Fs.mkdtempSync(Path.join(Os.tmpdir(), "agent-client-")), "client.log")
-        const port = yield* freePort
+        const [port] = yield* freePorts(1)
         const runner = start([url, log, "deferred", "client-approval", "start", String(port)])
         const executionId = yield* lineFrom(runner, "STARTED ")
         yield* waitForLog(log, `first ${executionId}`)

@@ -13,7 +13,7 @@ import { AgentOutput } from "../../src/output/AgentOutput.ts"
 import type { OutputEvent } from "../../src/output/OutputEvent.ts"
 import * as ScriptedModel from "../../src/testing/ScriptedModel.ts"
 import * as SqliteClient from "../../src/engine/SqliteClient.ts"
-import { exited, freePort, lineFrom, start } from "../engine/fixtures/Worker.ts"
+import { exited, freePorts, lineFrom, start } from "../engine/fixtures/Worker.ts"
 import { createDatabase, dropDatabase } from "../engine/TestDatabase.ts"
 
 const worker = Path.join(import.meta.dirname, "fixtures", "AgentWorker.ts")
@@ -152,7 +152,7 @@ describe("sessions across runners on Postgres", () => {
     () =>
       Effect.gen(function* () {
         const model = yield* ScriptedModel.ScriptedModel
-        const [portA, portB] = [yield* freePort, yield* freePort]
+        const [portA, portB] = yield* freePorts(2)
         const a = run([postgres, model.url, home("runner-a"), "Fix the CLI", "start", String(portA)])
         yield* lineFrom(a, "STARTED ")
         const token = yield* lineFrom(a, "WAITING ")
