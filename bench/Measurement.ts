@@ -44,7 +44,7 @@ export const percentile = (samples: ReadonlyArray<number>, p: number): number =>
 
 /** A figure with the precision worth reading. */
 export const format = (value: number) =>
-  value >= 100 ? value.toFixed(0) : value >= 1 ? value.toFixed(1) : value.toFixed(3)
+  Math.abs(value) >= 100 ? value.toFixed(0) : Math.abs(value) >= 1 ? value.toFixed(1) : value.toFixed(3)
 
 /**
  * "<target>: met", or by how much it was missed. `ratio` is this median over

@@ -24,6 +24,72 @@ const timed = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
     return performance.now() - start
   })
 
+/**
+ * The memory of this process's descendants (the CLI a query spawns and what it starts), in KiB: their
+ * proportional set size from /proc, so that the pages a child forked from the CLI shares with it count once,
+ * where RSS would count them twice. Linux only.
+ */
+const descendantsPss = (): number => {
+  const children = new Map<number, Array<number>>()
+  for (const entry of Fs.readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue
+    try {
+      const stat = Fs.readFileSync(`/proc/${entry}/stat`, "utf8")
+      // The command name may hold spaces and parentheses: the fields after the last ")" are fixed.
+      const parent = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1])
+      children.set(parent, [...(children.get(parent) ?? []), Number(entry)])
+    } catch {
+      // The process ended while we read.
+    }
+  }
+  let total = 0
+  const pending = [...(children.get(process.pid) ?? [])]
+  while (pending.length > 0) {
+    const pid = pending.pop()!
+    pending.push(...(children.get(pid) ?? []))
+    try {
+      const pss = /^Pss:\s+(\d+) kB/m.exec(Fs.readFileSync(`/proc/${pid}/smaps_rollup`, "utf8"))
+      total += pss === null ? 0 : Number(pss[1])
+    } catch {
+      // Ended while we read.
+    }
+  }
+  return total
+}
+
+/**
+ * The highest memory of the processes a query spawned, sampled every 10 ms while it runs, in MiB.
+ * It starts once the CLIs of earlier queries have exited, so that only this query's are counted.
+ */
+const peakChildMemory = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+  Effect.gen(function* () {
+    for (let i = 0; i < 500 && descendantsPss() > 0; i++) yield* Effect.sleep("10 millis")
+    let peak = 0
+    const timer = setInterval(() => {
+      peak = Math.max(peak, descendantsPss())
+    }, 10)
+    yield* effect.pipe(Effect.ensuring(Effect.sync(() => clearInterval(timer))))
+    return peak / 1024
+  })
+
+/**
+ * The heap this process still holds per query after `count` of them (after a forced GC, before and after), in
+ * KiB: what a query leaves behind in the process that ran it. `forget` empties the scripted model's request
+ * log, which lives in this process too and is not the query's.
+ */
+const heapHeldPerQuery = <A, E, R>(effect: Effect.Effect<A, E, R>, count: number, forget: Effect.Effect<void>) =>
+  Effect.gen(function* () {
+    const gc = (globalThis as { gc?: () => void }).gc
+    if (gc === undefined) return yield* Effect.die(new Error("run the benchmark with --expose-gc"))
+    yield* forget
+    gc()
+    const before = process.memoryUsage().heapUsed
+    for (let i = 0; i < count; i++) yield* effect
+    yield* forget
+    gc()
+    return (process.memoryUsage().heapUsed - before) / count / 1024
+  })
+
 /** Milliseconds from handing over the prompt to the first text delta. */
 const firstToken = (handle: { readonly stream: Stream.Stream<AgentMessage.AgentMessage, unknown> }, start: number) =>
   handle.stream.pipe(
@@ -33,7 +99,7 @@ const firstToken = (handle: { readonly stream: Stream.Stream<AgentMessage.AgentM
     Effect.map(() => performance.now() - start)
   )
 
-export const run = (iterations: number) =>
+export const run = (iterations: number, memory: { readonly trials: number; readonly queriesPerTrial: number }) =>
   Effect.gen(function* () {
     const model = yield* ScriptedModel.ScriptedModel
     const sdk = yield* AgentSdk
@@ -79,7 +145,24 @@ export const run = (iterations: number) =>
       samples.cold.push(yield* coldTtft)
       samples.warm.push(yield* warmTtft)
     }
+    // Memory apart from the timed trials, whose wall time the sampling of /proc would disturb.
+    const memorySamples = {
+      rawPss: [] as Array<number>,
+      oursPss: [] as Array<number>,
+      rawHeap: [] as Array<number>,
+      oursHeap: [] as Array<number>
+    }
+    const linux = process.platform === "linux"
+    for (let i = 0; i < memory.trials; i++) {
+      if (linux) {
+        memorySamples.rawPss.push(yield* peakChildMemory(rawQuery))
+        memorySamples.oursPss.push(yield* peakChildMemory(oursQuery))
+      }
+      memorySamples.rawHeap.push(yield* heapHeldPerQuery(rawQuery, memory.queriesPerTrial, model.clearRequests))
+      memorySamples.oursHeap.push(yield* heapHeldPerQuery(oursQuery, memory.queriesPerTrial, model.clearRequests))
+    }
     Fs.rmSync(home, { recursive: true, force: true })
+    const notLinux = { reason: `reads /proc, which ${process.platform} does not have`, expected: true }
     const measurements: Array<Measurement> = [
       { group: "Agent path", name: "raw SDK query(), wall time per query", unit: "ms", samples: samples.raw },
       {
@@ -89,6 +172,34 @@ export const run = (iterations: number) =>
         samples: samples.ours,
         baseline: "raw SDK query(), wall time per query",
         target: { ratio: 1.05, text: "≤ 5 % over the raw SDK" }
+      },
+      {
+        group: "Agent path",
+        name: "raw SDK query(), peak memory of the processes it spawned (PSS)",
+        unit: "MiB",
+        samples: memorySamples.rawPss,
+        ...(linux ? {} : { couldNotRun: notLinux })
+      },
+      {
+        group: "Agent path",
+        name: "AgentSdk.run, peak memory of the processes it spawned (PSS)",
+        unit: "MiB",
+        samples: memorySamples.oursPss,
+        baseline: "raw SDK query(), peak memory of the processes it spawned (PSS)",
+        target: { ratio: 1.05, text: "≤ 5 % over the raw SDK" },
+        ...(linux ? {} : { couldNotRun: notLinux })
+      },
+      {
+        group: "Agent path",
+        name: `raw SDK query(), heap still held per query (${memory.queriesPerTrial} queries, after GC)`,
+        unit: "KiB",
+        samples: memorySamples.rawHeap
+      },
+      {
+        group: "Agent path",
+        name: `AgentSdk.run, heap still held per query (${memory.queriesPerTrial} queries, after GC)`,
+        unit: "KiB",
+        samples: memorySamples.oursHeap
       },
       { group: "Agent path", name: "time to first token, cold query", unit: "ms", samples: samples.cold },
       {

@@ -51,6 +51,11 @@ const render = (measurements: ReadonlyArray<Measurement>, peers: ReadonlyArray<s
     `- Machine: ${Os.cpus().length} × ${Os.cpus()[0]?.model ?? "unknown CPU"}, ${(Os.totalmem() / 2 ** 30).toFixed(0)} GiB, ${Os.platform()} ${Os.release()}; shared and noisy, so compare ratios within one run.`,
     `- Node ${process.versions.node}; effect ${version("effect")}; @anthropic-ai/claude-agent-sdk ${version("@anthropic-ai/claude-agent-sdk")}.`,
     "- The agent path runs the real Claude Code CLI against the scripted model on 127.0.0.1; variants are interleaved.",
+    "  Memory per query, in trials apart from the timed ones: the peak memory of the processes the query spawned (the",
+    "  CLI and its children: their proportional set size from /proc every 10 ms, shared pages counted once), and the",
+    "  heap this process still holds per query after a batch of them (forced GC before",
+    "  and after, the scripted model's request log emptied): a leak would show as a steady positive figure; tens of",
+    "  KiB either way are GC noise (batches of 100 queries gave +3.5 and then -42.6 KiB per query).",
     "- Engines: a durable step is one trivial activity inside a workflow of N sequential ones; its baseline is one",
     "  autocommitted INSERT through the same SQL client on the same database. Resume latency runs from",
     "  `DurableDeferred.done` to the joined `execute` returning. Heap per parked run is the growth of `heapUsed`",
@@ -114,7 +119,12 @@ const program = Effect.gen(function* () {
   const started = performance.now()
   const measurements: Array<Measurement> = []
   yield* Console.log(`agent path (${quick ? 3 : 20} iterations)…`)
-  measurements.push(...(yield* Agent.run(quick ? 3 : 20)))
+  measurements.push(
+    ...(yield* Agent.run(
+      quick ? 3 : 20,
+      quick ? { trials: 2, queriesPerTrial: 5 } : { trials: 5, queriesPerTrial: 10 }
+    ))
+  )
   yield* Console.log("engines…")
   measurements.push(...(yield* Engine.run(quick)))
   yield* Console.log("output channel…")
