@@ -111,7 +111,7 @@ const causes = [
   "- **Publish → SSE client p99 through the server.** Inside the server an event waits on its append's commit (the",
   "  WAL flush), then on the CPU, which the server shares with its Claude Code processes, Postgres and the client on",
   "  this machine's cores; the channel alone meets its target (the Output channel rows). One-statement appends,",
-  "  handing events to local subscribers and yielding to them narrowed the tail but not under 10 ms here; it is",
+  "  handing events to local subscribers and yielding to them narrowed the tail, not reliably under 10 ms here; it is",
   "  not yet measured with the database and the CLI processes on cores of their own."
 ]
 
