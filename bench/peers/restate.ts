@@ -19,6 +19,7 @@ import * as Os from "node:os"
 import * as Path from "node:path"
 import * as restate from "@restatedev/restate-sdk"
 import { Effect } from "effect"
+import { exited, freePorts } from "../../test/engine/fixtures/Worker.ts"
 import { type Peer, PeerUnavailable, versionOf } from "./Peer.ts"
 
 const Steps = restate.workflow({
@@ -43,21 +44,6 @@ const binary = Effect.try({
       reason: `no restate-server binary for ${process.platform}-${process.arch}: @restatedev/restate-server ships one for linux and darwin on x64 and arm64 only`
     })
 })
-
-const freePort = Effect.callback<number, Error>((resume) => {
-  const server = Net.createServer()
-  server.once("error", (error) => resume(Effect.fail(error)))
-  server.listen(0, "127.0.0.1", () => {
-    const port = (server.address() as Net.AddressInfo).port
-    server.close(() => resume(Effect.succeed(port)))
-  })
-})
-
-const exited = (child: ChildProcess) =>
-  Effect.callback<void>((resume) => {
-    if (child.exitCode !== null || child.signalCode !== null) return resume(Effect.void)
-    child.once("exit", () => resume(Effect.void))
-  })
 
 /** SIGTERM, and SIGKILL if it has not exited 10 s later. */
 const stop = (child: ChildProcess) =>
@@ -146,7 +132,7 @@ export const peer: Peer = {
             server.close(() => resume(Effect.void))
           }).pipe(Effect.timeout("5 seconds"), Effect.ignore)
       )
-      const [node, ingress, admin] = [yield* freePort, yield* freePort, yield* freePort]
+      const [node, ingress, admin] = yield* freePorts(3)
       const child = yield* Effect.acquireRelease(
         Effect.sync(() =>
           spawn(bin, ["--no-logo", "--base-dir", dir, "--node-name", "bench"], {
